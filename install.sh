@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# slapnode set-up for a fresh Debian 12 machine, as root.
+#
+#   bash install.sh demo   install everything, then run the demo (the main job)
+#   bash install.sh test   install everything the tests need, then run the tests
+#
+# Everything goes into .venv/ beside this file (Debian's python3), plus the
+# Debian packages listed below. Re-running is safe and quick.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+mode=${1:-demo}
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== apt-get install ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# Runtime: Python with venv, a compiler for wheels that may need one, curl for the demo.
+apt_install python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  /usr/bin/python3 -m venv .venv
+fi
+echo "== pip install slapnode (and its dependencies) into .venv"
+.venv/bin/pip install -q --upgrade pip
+case "$mode" in
+  demo)
+    .venv/bin/pip install -q -e .
+    exec bash .ci/demo
+    ;;
+  test)
+    # Tests: PostgreSQL (the suite runs against SQLite and PostgreSQL), sudo-less root tools.
+    apt_install postgresql postgresql-client
+    .venv/bin/pip install -q -e '.[test]'
+    exec bash .ci/test
+    ;;
+  *)
+    echo "usage: bash install.sh demo|test" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,106 @@
+"""Request bodies of the API (pydantic). Unknown fields are refused."""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserCreate(Body):
+    name: str = Field(min_length=1, max_length=64)
+    admin: bool = False
+
+
+class SoftwareCreate(Body):
+    url: str = Field(min_length=1, max_length=1024)
+    title: str = Field(min_length=1, max_length=128)
+    description: str = Field(default="", max_length=10000)
+    price: str = Field(default="0", max_length=32)
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+
+class SupplyRequest(Body):
+    software: str = Field(min_length=1, max_length=1024)
+    node: str = Field(min_length=1, max_length=64)
+    state: str = Field(default="available", pattern="^(available|destroyed)$")
+
+
+class EnrollmentTokenCreate(Body):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class InstanceRequest(Body):
+    title: str = Field(min_length=1, max_length=128)
+    software: str = Field(default="", max_length=1024)
+    type: str = Field(default="default", max_length=64)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    shared: bool = False
+    node: dict[str, str] = Field(default_factory=dict)
+    state: str = Field(default="started", pattern="^(started|stopped|destroyed)$")
+
+
+class StateChange(Body):
+    state: str = Field(pattern="^(started|stopped|destroyed)$")
+
+
+class Capacity(Body):
+    cpus: int | None = Field(default=None, ge=0, le=1 << 20)
+    ram_mb: int | None = Field(default=None, ge=0, le=1 << 40)
+    disk_gb: int | None = Field(default=None, ge=0, le=1 << 40)
+    arch: str | None = Field(default=None, max_length=32)
+    distribution: str | None = Field(default=None, max_length=64)
+
+
+class Enrollment(Body):
+    token: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(default=None, max_length=64)
+    capacity: Capacity = Field(default_factory=Capacity)
+
+
+class PartitionItem(Body):
+    reference: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    unix_user: str = Field(default="", max_length=64)
+    ipv4: str = Field(default="", max_length=64)
+    ipv6: str = Field(default="", max_length=64)
+    tap: str = Field(default="", max_length=64)
+
+
+class PartitionReport(Body):
+    partitions: list[PartitionItem] = Field(max_length=10000)
+
+
+class SoftwareStatus(Body):
+    url: str = Field(min_length=1, max_length=1024)
+    status: str = Field(pattern="^(building|available|error|destroyed)$")
+    log_tail: str | None = Field(default=None, max_length=1 << 20)
+
+
+class Promise(Body):
+    name: str = Field(max_length=128)
+    ok: bool
+    message: str = Field(default="", max_length=4096)
+
+
+class InstanceStatusReport(Body):
+    partition: str = Field(max_length=64)
+    instance_id: int
+    status: str | None = Field(default=None, pattern="^(deploying|ready|stopped|error|destroyed)$")
+    reason: str | None = Field(default=None, max_length=4096)
+    connection: dict[str, Any] | None = None
+    promises: list[Promise] | None = None
+
+
+class SharedStatusReport(Body):
+    instance_id: int
+    status: str | None = Field(default=None, pattern="^(deploying|ready|stopped|error)$")
+    reason: str | None = Field(default=None, max_length=4096)
+    connection: dict[str, Any] | None = None
+
+
+class NodeReport(Body):
+    software: list[SoftwareStatus] = Field(default_factory=list, max_length=1000)
+    instances: list[InstanceStatusReport] = Field(default_factory=list, max_length=10000)
+    shared: list[SharedStatusReport] = Field(default_factory=list, max_length=10000)

@@ -1,0 +1,70 @@
+"""/api/v1/instances: request, list, show (optionally waiting), change state."""
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from slapnode.states import settled_for
+
+from .. import instances
+from ..core import instance_key
+from .bodies import InstanceRequest, StateChange
+from .deps import master_of, user_in
+
+router = APIRouter(tags=["instances"])
+
+MAX_WAIT = 300.0
+
+
+@router.post("/instances")
+def request_instance(body: InstanceRequest, request: Request):
+    def run(session):
+        user = user_in(session, request)
+        instance, changed = instances.request(
+            session, user, body.title, body.software, body.type, body.parameters,
+            body.shared, body.node, body.state)
+        return {**instances.view(session, instance), "changed": changed}
+    return master_of(request).write(run)
+
+
+@router.get("/instances")
+def list_instances(request: Request):
+    with master_of(request).read() as session:
+        user = user_in(session, request)
+        return [instances.view(session, i) for i in instances.list_for(session, user)]
+
+
+def _show(request, title):
+    with master_of(request).read() as session:
+        user = user_in(session, request)
+        instance = instances.get(session, user, title)
+        return instance.id, instances.view(session, instance)
+
+
+@router.get("/instances/{title:path}")
+async def show_instance(request: Request, title: str,
+                        wait: float = Query(0, ge=0, le=MAX_WAIT)):
+    """With ``wait``, answer as soon as the instance settles (ready, stopped,
+    destroyed or error, as requested) or when ``wait`` seconds have passed."""
+    board = master_of(request).board
+    instance_id, view = await run_in_threadpool(_show, request, title)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while not settled_for(view["state"], view["status"]) and loop.time() < deadline:
+        seen = board.get(instance_key(instance_id)) or 0
+        instance_id, view = await run_in_threadpool(_show, request, title)
+        if settled_for(view["state"], view["status"]):
+            break
+        await board.wait_past(instance_key(instance_id), seen, deadline - loop.time())
+        instance_id, view = await run_in_threadpool(_show, request, title)
+    return view
+
+
+@router.patch("/instances/{title:path}")
+def change_instance(body: StateChange, request: Request, title: str):
+    def run(session):
+        user = user_in(session, request)
+        instance, changed = instances.change_state(session, user, title, body.state)
+        return {**instances.view(session, instance), "changed": changed}
+    return master_of(request).write(run)

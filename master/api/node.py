@@ -1,0 +1,103 @@
+"""/api/v1/node/*: what a node calls with its credential.
+
+Enrollment, capacity and partition reports, the desired-state long-poll and
+the report of actual state. The long-poll answers unchanged polls from memory
+and parks waiters on the revision board, holding no database connection.
+"""
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from .. import computers
+from ..core import computer_key
+from ..models import Computer
+from .bodies import Capacity, Enrollment, NodeReport, PartitionReport
+from .deps import master_of, node_of
+
+router = APIRouter(prefix="/node", tags=["node"])
+
+MAX_WAIT = 120.0
+
+
+@router.post("/enroll", status_code=201)
+def enroll(body: Enrollment, request: Request):
+    master = master_of(request)
+
+    def run(session):
+        computer, credential = computers.enroll(
+            session, body.token, body.name, body.capacity.model_dump(exclude_none=True))
+        return computer.id, {"computer": computer.name, "credential": credential}
+    computer_id, answer = master.write(run)
+    request.app.state.nodes.forget_computer(computer_id)
+    return answer
+
+
+@router.put("/capacity")
+def capacity(body: Capacity, request: Request):
+    node = node_of(request)
+
+    def run(session):
+        computer = session.get(Computer, node.computer_id)
+        computers.set_capacity(computer, body.model_dump(exclude_none=True))
+        return {"computer": computer.name}
+    return master_of(request).write(run)
+
+
+@router.put("/partitions")
+def partitions(body: PartitionReport, request: Request):
+    node = node_of(request)
+
+    def run(session):
+        computer = session.get(Computer, node.computer_id)
+        computers.report_partitions(session, computer, [p.model_dump() for p in body.partitions])
+        return {"computer": computer.name, "partitions": len(body.partitions)}
+    return master_of(request).write(run)
+
+
+def _document(master, computer_id):
+    with master.read() as session:
+        computer = session.get(Computer, computer_id)
+        doc = computers.desired_state(session, computer)
+    master.board.seed(computer_key(computer_id), doc["revision"])
+    return doc
+
+
+def _revision(master, computer_id):
+    with master.read() as session:
+        revision = session.get(Computer, computer_id).revision
+    master.board.seed(computer_key(computer_id), revision)
+    return revision
+
+
+@router.get("/desired-state")
+async def desired_state(request: Request, after: int | None = Query(None, ge=0),
+                        wait: float = Query(0, ge=0, le=MAX_WAIT)):
+    """The computer's desired state. With ``after=N``: answer ``changed: false``
+    while the revision is still N, waiting up to ``wait`` seconds for a change."""
+    master = master_of(request)
+    node = node_of(request)
+    if node is None:        # pragma: no cover - node_of raises
+        return None
+    key = computer_key(node.computer_id)
+    if after is not None:
+        current = master.board.get(key)
+        if current is None:
+            current = await run_in_threadpool(_revision, master, node.computer_id)
+        if current <= after and wait > 0:
+            current = await master.board.wait_past(key, after, wait)
+        if current <= after:
+            return JSONResponse({"revision": current, "changed": False})
+    doc = await run_in_threadpool(_document, master, node.computer_id)
+    return JSONResponse({**doc, "changed": True})
+
+
+@router.post("/report")
+def report(body: NodeReport, request: Request):
+    node = node_of(request)
+
+    def run(session):
+        computer = session.get(Computer, node.computer_id)
+        computers.apply_report(session, computer, body.model_dump())
+        return {"computer": computer.name, "revision": computer.revision}
+    return master_of(request).write(run)

@@ -1,0 +1,270 @@
+"""Computers: enrollment, partitions, supplies, the desired state, the node's reports.
+
+Owns the node side of the master's logic: turning a one-time enrollment token
+into a node credential, taking a node's partition report (growing, and
+shrinking only free partitions), administering supplies, computing a
+computer's desired-state document, and taking the node's report of actual
+state (software status, instance status, connection parameters, promises).
+"""
+
+import datetime as dt
+import re
+
+from sqlalchemy import func, select, update
+
+from slapnode.states import DESTROYED, InstanceStatus, SupplyStatus
+
+from . import auth, catalog, instances
+from .core import touch_computer, touch_instance
+from .errors import BadRequest, Conflict, NotFound, Unauthorized
+from .models import Computer, EnrollmentToken, Instance, Partition, Supply, utcnow
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENROLLMENT_LIFETIME = dt.timedelta(days=7)
+LOG_TAIL_MAX = 16 * 1024
+
+
+def check_name(name):
+    if not NAME_RE.match(name or ""):
+        raise BadRequest(f"computer name {name!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                         "starting with a letter or digit")
+
+
+def create_enrollment_token(session, admin, name):
+    check_name(name)
+    token, digest = auth.mint(auth.ENROLL_PREFIX)
+    session.add(EnrollmentToken(token_hash=digest, computer_name=name, created_by=admin.id,
+                                expires_at=utcnow() + ENROLLMENT_LIFETIME))
+    return token
+
+
+def _aware(moment):
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def enroll(session, token, name=None, capacity=None):
+    """One-time token -> (computer, node credential)."""
+    if not token.startswith(auth.ENROLL_PREFIX):
+        raise Unauthorized("that is not an enrollment token (they start with 'sne_'); "
+                           "ask the admin for one: `slapnode node token create NAME`")
+    record = session.scalars(select(EnrollmentToken).where(
+        EnrollmentToken.token_hash == auth.hash_token(token))).first()
+    if record is None:
+        raise Unauthorized("unknown enrollment token; ask the admin for a new one: "
+                           "`slapnode node token create NAME`")
+    if record.used_at is not None:
+        raise Unauthorized("this enrollment token was already used; ask the admin for a new one")
+    if _aware(record.expires_at) < utcnow():
+        raise Unauthorized("this enrollment token has expired; ask the admin for a new one")
+    if name and name != record.computer_name:
+        raise BadRequest(f"this token enrolls the computer {record.computer_name!r}, not {name!r}; "
+                         "drop --name or use the matching token")
+    used = session.execute(update(EnrollmentToken)
+                           .where(EnrollmentToken.id == record.id, EnrollmentToken.used_at.is_(None))
+                           .values(used_at=utcnow()))
+    if used.rowcount != 1:
+        raise Unauthorized("this enrollment token was already used; ask the admin for a new one")
+    computer = session.scalars(select(Computer).where(Computer.name == record.computer_name)).first()
+    if computer is None:
+        computer = Computer(name=record.computer_name, owner_id=record.created_by)
+        session.add(computer)
+    credential, digest = auth.mint(auth.NODE_PREFIX)
+    computer.credential_hash = digest          # a re-enrollment rotates the credential
+    computer.enrolled_at = computer.last_seen = utcnow()
+    set_capacity(computer, capacity or {})
+    session.flush()
+    touch_computer(session, computer.id)
+    return computer, credential
+
+
+def set_capacity(computer, capacity):
+    for key, kind in (("cpus", int), ("ram_mb", int), ("disk_gb", int),
+                      ("arch", str), ("distribution", str)):
+        if key in capacity and capacity[key] is not None:
+            setattr(computer, key, kind(capacity[key]))
+
+
+def get_by_name(session, name):
+    computer = session.scalars(select(Computer).where(Computer.name == name)).first()
+    if computer is None:
+        raise NotFound(f"no computer {name!r}; see `slapnode node list`")
+    return computer
+
+
+def report_partitions(session, computer, reported):
+    """Make the master's partitions of ``computer`` what the node reported.
+
+    New ones are added, changed addresses updated, missing ones removed only
+    when free; a busy one blocks the whole report (nothing changes).
+    """
+    seen = set()
+    for item in reported:
+        if item["reference"] in seen:
+            raise BadRequest(f"partition {item['reference']!r} is reported twice")
+        seen.add(item["reference"])
+    existing = {p.reference: p for p in session.scalars(
+        select(Partition).where(Partition.computer_id == computer.id))}
+    for reference, partition in existing.items():
+        if reference in seen:
+            continue
+        holder = session.scalars(select(Instance).where(Instance.partition_id == partition.id)).first()
+        if holder is not None:
+            raise Conflict(f"partition {reference} holds instance {holder.title!r}; "
+                           "it can be removed once that instance is destroyed")
+    for reference, partition in existing.items():
+        if reference not in seen:
+            session.delete(partition)
+    for item in reported:
+        partition = existing.get(item["reference"])
+        if partition is None:
+            partition = Partition(computer_id=computer.id, reference=item["reference"])
+            session.add(partition)
+        for key in ("unix_user", "ipv4", "ipv6", "tap"):
+            setattr(partition, key, item.get(key) or "")
+    computer.last_seen = utcnow()
+    touch_computer(session, computer.id)
+    session.flush()
+    instances.place_pending(session, computer.id)
+
+
+def supply(session, ref, computer_name, requested="available"):
+    release = catalog.require(session, ref)
+    computer = get_by_name(session, computer_name)
+    row = session.scalars(select(Supply).where(
+        Supply.computer_id == computer.id, Supply.url == release.url)).first()
+    if row is None:
+        if requested == DESTROYED:
+            raise NotFound(f"{release.title!r} is not supplied to {computer.name!r}")
+        row = Supply(computer_id=computer.id, url=release.url)
+        session.add(row)
+    elif row.requested == requested:
+        return row
+    row.requested = requested
+    if requested == "available" and row.status == SupplyStatus.DESTROYED:
+        row.status = SupplyStatus.PENDING
+    row.updated_at = utcnow()
+    touch_computer(session, computer.id)
+    return row
+
+
+def desired_state(session, computer):
+    """The document a node reconciles to. Pure read; no side effects."""
+    supplies = session.scalars(select(Supply).where(Supply.computer_id == computer.id)
+                               .order_by(Supply.id)).all()
+    partitions = session.scalars(select(Partition).where(Partition.computer_id == computer.id)
+                                 .order_by(Partition.id)).all()
+    placed = {i.partition_id: i for i in session.scalars(select(Instance).where(
+        Instance.partition_id.in_([p.id for p in partitions])))} if partitions else {}
+    hosts = [i.id for i in placed.values()]
+    shared = {}
+    if hosts:
+        for item in session.scalars(select(Instance).where(Instance.host_instance_id.in_(hosts))
+                                    .order_by(Instance.id)):
+            shared.setdefault(item.host_instance_id, []).append({
+                "id": item.id, "title": item.title, "state": item.requested_state,
+                "parameters": item.parameters,
+            })
+    return {
+        "computer": computer.name,
+        "revision": computer.revision,
+        "software": [{"url": s.url, "state": s.requested} for s in supplies],
+        "partitions": [
+            {
+                "reference": p.reference,
+                "instance": None if p.id not in placed else {
+                    "id": placed[p.id].id,
+                    "title": placed[p.id].title,
+                    "software": placed[p.id].sr_url,
+                    "type": placed[p.id].software_type,
+                    "state": placed[p.id].requested_state,
+                    "parameters": placed[p.id].parameters,
+                    "shared_instances": shared.get(placed[p.id].id, []),
+                },
+            }
+            for p in partitions
+        ],
+    }
+
+
+def apply_report(session, computer, report):
+    """Take a node's report of actual state. Entries about what this computer
+    does not hold (anymore) are ignored: a node sees only its own computer."""
+    computer.last_seen = utcnow()
+    for item in report.get("software", []):
+        _software_report(session, computer, item)
+    partitions = {p.reference: p for p in session.scalars(
+        select(Partition).where(Partition.computer_id == computer.id))}
+    for item in report.get("instances", []):
+        partition = partitions.get(item["partition"])
+        if partition is None:
+            raise NotFound(f"this computer has no partition {item['partition']!r}")
+        instance = session.scalars(select(Instance).where(Instance.partition_id == partition.id)).first()
+        if instance is None or instance.id != item["instance_id"]:
+            continue        # stale: the partition changed hands since the node looked
+        _instance_report(session, instance, item)
+    for item in report.get("shared", []):
+        instance = session.get(Instance, item["instance_id"])
+        host = session.get(Instance, instance.host_instance_id) if instance and instance.host_instance_id else None
+        if host is None or host.partition is None or host.partition.computer_id != computer.id:
+            continue
+        _instance_report(session, instance, item)
+
+
+def _software_report(session, computer, item):
+    row = session.scalars(select(Supply).where(
+        Supply.computer_id == computer.id, Supply.url == item["url"])).first()
+    if row is None:
+        return
+    if item["status"] == SupplyStatus.DESTROYED and row.requested == DESTROYED:
+        session.delete(row)
+        touch_computer(session, computer.id)
+        return
+    row.status = item["status"]
+    if item.get("log_tail") is not None:
+        row.log_tail = item["log_tail"][-LOG_TAIL_MAX:]
+    row.updated_at = utcnow()
+
+
+def _instance_report(session, instance, item):
+    status = item.get("status")
+    if status == InstanceStatus.DESTROYED:
+        if instance.requested_state == DESTROYED:
+            instances.free(session, instance)
+        return
+    if status is not None:
+        instance.status = status
+        instance.status_reason = item.get("reason") or ""
+    if item.get("connection") is not None:
+        instance.connection = item["connection"]
+    if item.get("promises") is not None:
+        instance.promises = item["promises"]
+    instance.updated_at = utcnow()
+    touch_instance(session, instance.id)
+
+
+def view(computer, total=0, used=0):
+    return {
+        "name": computer.name,
+        "enrolled": computer.credential_hash is not None,
+        "partitions": total,
+        "free": total - used,
+        "cpus": computer.cpus,
+        "ram_mb": computer.ram_mb,
+        "disk_gb": computer.disk_gb,
+        "arch": computer.arch,
+        "distribution": computer.distribution,
+        "trusted_builder": computer.trusted_builder,
+        "revision": computer.revision,
+        "last_seen": computer.last_seen.isoformat() if computer.last_seen else None,
+    }
+
+
+def list_all(session):
+    counts = dict(session.execute(select(Partition.computer_id, func.count(Partition.id))
+                                  .group_by(Partition.computer_id)).all())
+    used = dict(session.execute(select(Partition.computer_id, func.count(Instance.id))
+                                .join(Instance, Instance.partition_id == Partition.id)
+                                .group_by(Partition.computer_id)).all())
+    return [view(c, counts.get(c.id, 0), used.get(c.id, 0))
+            for c in session.scalars(select(Computer).order_by(Computer.name))]
+

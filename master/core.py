@@ -1,0 +1,95 @@
+"""The master service object: its database, its revision board, its transactions.
+
+Owns the write transaction as the rest of the master sees it: run a function
+in one transaction, retry it when a concurrent writer won a race (a unique
+constraint fired, PostgreSQL reported a serialization failure), bump the
+revision of every computer whose desired state it changed, and after the
+commit wake the long-polls waiting on those computers and instances.
+"""
+
+import time
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from .db import Database
+from .models import Computer
+from .notify import RevisionBoard
+
+RETRIES = 8
+
+
+def computer_key(computer_id):
+    return ("computer", computer_id)
+
+
+def instance_key(instance_id):
+    return ("instance", instance_id)
+
+
+def touch_computer(session, computer_id):
+    """Mark ``computer_id``'s desired state as changed in this transaction."""
+    session.info.setdefault("computers", set()).add(computer_id)
+
+
+def touch_instance(session, instance_id):
+    """Mark an instance as changed, to wake whoever waits on it."""
+    session.info.setdefault("instances", set()).add(instance_id)
+
+
+class Master:
+    def __init__(self, url, releases_dir=None):
+        self.db = Database(url)
+        self.board = RevisionBoard()
+        self.releases_dir = releases_dir
+
+    def seed_revisions(self):
+        with self.db.read() as session:
+            for cid, revision in session.execute(
+                    select(Computer.id, Computer.revision)):
+                self.board.seed(computer_key(cid), revision)
+
+    def read(self):
+        return self.db.read()
+
+    def write(self, fn, *args, **kwargs):
+        """Run ``fn(session, *args, **kwargs)`` in one write transaction and return its result."""
+        for attempt in range(RETRIES):
+            try:
+                with self.db.write() as session:
+                    result = fn(session, *args, **kwargs)
+                    session.flush()
+                    bumped = self._bump(session)
+                    instances = session.info.get("instances", set())
+                break
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == RETRIES - 1 or not _retryable(exc):
+                    raise
+                time.sleep(0.002 * (attempt + 1))
+        for cid, revision in bumped:
+            self.board.publish(computer_key(cid), revision)
+        for iid in instances:
+            self.board.bump(instance_key(iid))
+        return result
+
+    @staticmethod
+    def _bump(session):
+        computers = session.info.get("computers")
+        if not computers:
+            return []
+        rows = session.execute(
+            update(Computer)
+            .where(Computer.id.in_(sorted(computers)))
+            .values(revision=Computer.revision + 1)
+            .returning(Computer.id, Computer.revision))
+        return list(rows)
+
+    def dispose(self):
+        self.db.dispose()
+
+
+def _retryable(exc):
+    if isinstance(exc, IntegrityError):
+        return True
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(word in text for word in ("could not serialize", "deadlock", "database is locked"))

@@ -1,0 +1,271 @@
+"""Instance requests: create, change, place, and show.
+
+Owns what happens when a user requests an instance: the idempotence per
+(owner, title), which changes bump the node's revision, placement onto a free
+partition (or onto a host instance, for a shared one), the automatic supply
+of the release to the chosen computer, and pending instances that wait for a
+fitting partition. Every function runs inside the caller's write transaction.
+"""
+
+import re
+
+from sqlalchemy import select
+
+from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
+
+from . import allocation, catalog
+from .core import touch_computer, touch_instance
+from .errors import BadRequest, Conflict, Invalid, NotFound
+from .models import Computer, Instance, Partition, Supply, utcnow
+
+TITLE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+TYPE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def check_title(title):
+    if not TITLE_RE.match(title or "") or title != title.strip():
+        raise BadRequest(f"instance title {title!r} must be 1-128 printable characters, "
+                         "without leading or trailing spaces")
+
+
+def _ensure_supply(session, computer_id, url):
+    supply = session.scalars(select(Supply).where(
+        Supply.computer_id == computer_id, Supply.url == url)).first()
+    if supply is None:
+        session.add(Supply(computer_id=computer_id, url=url))
+        touch_computer(session, computer_id)
+    elif supply.requested != "available":
+        supply.requested = "available"
+        supply.updated_at = utcnow()
+        touch_computer(session, computer_id)
+
+
+def _host_computer_id(session, instance):
+    if instance.partition_id is not None:
+        return instance.partition.computer_id
+    if instance.host_instance_id is not None:
+        host = session.get(Instance, instance.host_instance_id)
+        if host is not None and host.partition is not None:
+            return host.partition.computer_id
+    return None
+
+
+def _find_host(session, instance):
+    """A started, placed, non-shared instance of the same release and type."""
+    query = (select(Instance)
+             .join(Partition, Instance.partition_id == Partition.id)
+             .join(Computer, Partition.computer_id == Computer.id)
+             .where(Instance.shared.is_(False), Instance.sr_url == instance.sr_url,
+                    Instance.software_type == instance.software_type,
+                    Instance.requested_state != DESTROYED,
+                    *allocation.filter_clauses(instance.node_filter or {}))
+             .order_by(Instance.id).limit(1))
+    return session.scalars(query).first()
+
+
+def place(session, instance, computer_id=None):
+    """Try to give ``instance`` a partition (or a host). True when placed."""
+    if instance.requested_state == DESTROYED:
+        return False
+    if instance.shared:
+        host = _find_host(session, instance)
+        if host is None:
+            return False
+        instance.host_instance_id = host.id
+        instance.status = InstanceStatus.DEPLOYING
+        touch_computer(session, host.partition.computer_id)
+        touch_instance(session, instance.id)
+        return True
+    partition = allocation.find_free_partition(session, instance.sr_url,
+                                               instance.node_filter or {}, computer_id)
+    if partition is None:
+        return False
+    instance.partition_id = partition.id
+    instance.status = InstanceStatus.DEPLOYING
+    instance.updated_at = utcnow()
+    session.flush()     # the unique constraint speaks now, inside the retry
+    _ensure_supply(session, partition.computer_id, instance.sr_url)
+    touch_computer(session, partition.computer_id)
+    touch_instance(session, instance.id)
+    _attach_waiting_shared(session, instance)
+    return True
+
+
+def _attach_waiting_shared(session, host):
+    waiting = session.scalars(select(Instance).where(
+        Instance.shared.is_(True), Instance.status == InstanceStatus.PENDING,
+        Instance.sr_url == host.sr_url, Instance.software_type == host.software_type,
+        Instance.requested_state != DESTROYED)).all()
+    for shared in waiting:
+        place(session, shared)
+
+
+def place_pending(session, computer_id=None):
+    """Place waiting instances, oldest first, as long as partitions are free."""
+    pending = session.scalars(select(Instance).where(
+        Instance.status == InstanceStatus.PENDING, Instance.shared.is_(False),
+        Instance.requested_state != DESTROYED).order_by(Instance.id)).all()
+    for instance in pending:
+        place(session, instance, computer_id)
+
+
+def free(session, instance, reason=""):
+    """The instance is gone: free its partition and detach its shared instances."""
+    computer_id = _host_computer_id(session, instance)
+    instance.partition_id = None
+    instance.host_instance_id = None
+    instance.status = InstanceStatus.DESTROYED
+    instance.status_reason = reason
+    instance.connection = {}
+    instance.promises = []
+    instance.updated_at = utcnow()
+    touch_instance(session, instance.id)
+    if computer_id is not None:
+        touch_computer(session, computer_id)
+    if not instance.shared:
+        for shared in session.scalars(select(Instance).where(Instance.host_instance_id == instance.id)):
+            shared.host_instance_id = None
+            shared.status = InstanceStatus.PENDING
+            shared.connection = {}
+            touch_instance(session, shared.id)
+    session.flush()
+    if computer_id is not None and not instance.shared:
+        place_pending(session, computer_id)
+
+
+def request(session, user, title, software, software_type="default", parameters=None,
+            shared=False, node=None, state="started"):
+    """Create or update the instance (user, title). Returns (instance, changed)."""
+    check_title(title)
+    if state not in REQUESTED_STATES:
+        raise BadRequest(f"state {state!r} must be one of {', '.join(REQUESTED_STATES)}")
+    if not TYPE_RE.match(software_type or ""):
+        raise BadRequest(f"software type {software_type!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    parameters = parameters or {}
+    if not isinstance(parameters, dict) or not all(isinstance(k, str) for k in parameters):
+        raise BadRequest("parameters must be an object with string keys")
+    try:
+        node_filter = allocation.parse_filter(node or {})
+    except allocation.FilterError as exc:
+        raise Invalid(str(exc)) from None
+
+    instance = session.scalars(select(Instance).where(
+        Instance.owner_id == user.id, Instance.title == title)).first()
+    alive = instance is not None and instance.status != InstanceStatus.DESTROYED
+
+    if state == DESTROYED:
+        if not alive:
+            if instance is None:
+                raise NotFound(f"no instance {title!r} to destroy; see `slapnode instance list`")
+            return instance, False
+        return instance, _set_state(session, instance, DESTROYED)
+
+    release = catalog.require(session, software)
+    catalog.validate_parameters(release, parameters)
+
+    if not alive:
+        if instance is None:
+            instance = Instance(owner_id=user.id, title=title)
+            session.add(instance)
+        instance.sr_url = release.url
+        instance.software_type = software_type
+        instance.parameters = parameters
+        instance.shared = bool(shared)
+        instance.node_filter = node_filter
+        instance.requested_state = state
+        instance.connection = {}
+        instance.promises = []
+        instance.status = InstanceStatus.PENDING
+        instance.status_reason = ""
+        instance.created_at = instance.updated_at = utcnow()
+        session.flush()
+        place(session, instance)
+        touch_instance(session, instance.id)
+        return instance, True
+
+    if bool(shared) != instance.shared:
+        raise Conflict(f"instance {title!r} is {'' if instance.shared else 'not '}shared; "
+                       "destroy it and request it again to change that")
+    changed = (instance.sr_url != release.url or instance.software_type != software_type
+               or instance.parameters != parameters)
+    if instance.node_filter != node_filter:
+        instance.node_filter = node_filter      # applies to the next placement only
+    if changed:
+        instance.sr_url = release.url
+        instance.software_type = software_type
+        instance.parameters = parameters
+    state_changed = _set_state(session, instance, state, force=changed)
+    return instance, changed or state_changed
+
+
+def _set_state(session, instance, state, force=False):
+    """Record a requested state; tell the node. True if anything changed."""
+    if instance.requested_state == state and not force:
+        return False
+    instance.requested_state = state
+    instance.updated_at = utcnow()
+    touch_instance(session, instance.id)
+    placed = instance.partition_id is not None or instance.host_instance_id is not None
+    if not placed:
+        if state == DESTROYED:
+            free(session, instance)
+        return True
+    if instance.shared and state == DESTROYED:
+        free(session, instance)        # the host drops it from its list at once
+        return True
+    if instance.partition_id is not None:
+        _ensure_supply(session, instance.partition.computer_id, instance.sr_url)
+    instance.status = InstanceStatus.DEPLOYING
+    instance.status_reason = ""
+    touch_computer(session, _host_computer_id(session, instance))
+    return True
+
+
+def change_state(session, user, title, state):
+    instance = get(session, user, title)
+    if instance.status == InstanceStatus.DESTROYED:
+        raise Conflict(f"instance {title!r} is destroyed; request it again to recreate it")
+    return instance, _set_state(session, instance, state)
+
+
+def get(session, user, title):
+    instance = session.scalars(select(Instance).where(
+        Instance.owner_id == user.id, Instance.title == title)).first()
+    if instance is None:
+        raise NotFound(f"no instance {title!r}; see `slapnode instance list`")
+    return instance
+
+
+def list_for(session, user):
+    return session.scalars(select(Instance).where(Instance.owner_id == user.id)
+                           .order_by(Instance.id)).all()
+
+
+def view(session, instance):
+    partition = instance.partition
+    host = None
+    if instance.host_instance_id is not None:
+        host = session.get(Instance, instance.host_instance_id)
+        partition = host.partition if host is not None else None
+    return {
+        "title": instance.title,
+        "software": instance.sr_url,
+        "type": instance.software_type,
+        "state": instance.requested_state,
+        "status": instance.status,
+        "reason": instance.status_reason,
+        "node": partition.computer.name if partition is not None else None,
+        "partition": partition.reference if partition is not None else None,
+        "ipv4": partition.ipv4 if partition is not None else None,
+        "ipv6": partition.ipv6 if partition is not None else None,
+        "shared": instance.shared,
+        "host": host.title if host is not None else None,
+        "parameters": instance.parameters,
+        "node_filter": instance.node_filter,
+        "connection": instance.connection,
+        "promises": instance.promises,
+        "created_at": instance.created_at.isoformat(),
+        "updated_at": instance.updated_at.isoformat(),
+    }
+
+

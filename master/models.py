@@ -1,0 +1,159 @@
+"""The master's tables (SQLAlchemy 2 declarative).
+
+Owns the data model only: users and their tokens, the software release
+catalog, computers with their partitions and supplies, enrollment tokens,
+and instances. Constraints here are the last line of defence of the
+allocation rules: a partition holds at most one instance
+(``instances.partition_id`` is unique) and a title is unique per owner.
+"""
+
+import datetime as dt
+
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from slapnode.states import InstanceStatus, SupplyStatus
+
+
+def utcnow():
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Token(Base):
+    """A user's API token. Only its SHA-256 is stored."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class SoftwareRelease(Base):
+    """A catalog entry: a buildout-style profile named by its URL."""
+
+    __tablename__ = "software_releases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(1024), unique=True)
+    title: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    price_cents: Mapped[int] = mapped_column(Integer, default=0)   # per month, EUR
+    parameter_schema: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Computer(Base):
+    """An enrolled node. ``revision`` grows whenever its desired state changes."""
+
+    __tablename__ = "computers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    credential_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    cpus: Mapped[int] = mapped_column(Integer, default=0)
+    ram_mb: Mapped[int] = mapped_column(Integer, default=0)
+    disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    arch: Mapped[str] = mapped_column(String(32), default="")
+    distribution: Mapped[str] = mapped_column(String(64), default="")
+    trusted_builder: Mapped[bool] = mapped_column(Boolean, default=False)
+    enrolled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EnrollmentToken(Base):
+    """A one-time token that turns into a node credential for ``computer_name``."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    computer_name: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Partition(Base):
+    """A slot on a computer, as the node reported it."""
+
+    __tablename__ = "partitions"
+    __table_args__ = (UniqueConstraint("computer_id", "reference"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    computer_id: Mapped[int] = mapped_column(ForeignKey("computers.id", ondelete="CASCADE"), index=True)
+    reference: Mapped[str] = mapped_column(String(64))
+    unix_user: Mapped[str] = mapped_column(String(64), default="")
+    ipv4: Mapped[str] = mapped_column(String(64), default="")
+    ipv6: Mapped[str] = mapped_column(String(64), default="")
+    tap: Mapped[str] = mapped_column(String(64), default="")
+
+    computer: Mapped[Computer] = relationship(lazy="joined")
+
+
+class Supply(Base):
+    """"Have this software release on that computer" and how far the node got."""
+
+    __tablename__ = "supplies"
+    __table_args__ = (UniqueConstraint("computer_id", "url"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    computer_id: Mapped[int] = mapped_column(ForeignKey("computers.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(1024))
+    requested: Mapped[str] = mapped_column(String(16), default="available")
+    status: Mapped[str] = mapped_column(String(16), default=SupplyStatus.PENDING)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Instance(Base):
+    """A user's request, and what the node made of it."""
+
+    __tablename__ = "instances"
+    __table_args__ = (UniqueConstraint("owner_id", "title"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(128))
+    sr_url: Mapped[str] = mapped_column(String(1024))
+    software_type: Mapped[str] = mapped_column(String(64), default="default")
+    parameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    node_filter: Mapped[dict] = mapped_column(JSON, default=dict)
+    requested_state: Mapped[str] = mapped_column(String(16))
+    # At most one instance per partition: the unique constraint makes double
+    # allocation impossible, whatever the isolation level of the database.
+    partition_id: Mapped[int | None] = mapped_column(
+        ForeignKey("partitions.id", ondelete="SET NULL"), unique=True, nullable=True)
+    host_instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("instances.id", ondelete="SET NULL"), nullable=True, index=True)
+    connection: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=InstanceStatus.PENDING, index=True)
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    promises: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    owner: Mapped[User] = relationship(lazy="joined")
+    partition: Mapped[Partition | None] = relationship(lazy="joined")

@@ -1,0 +1,72 @@
+"""In-process change notification for long-polls.
+
+Owns the "revision board": the newest known revision of each key (a computer's
+desired state, an instance's record) and the waiters parked on them. Waiting
+costs an ``asyncio.Event`` and holds no database connection. Writers call
+:meth:`RevisionBoard.publish` from any thread after their transaction commits.
+
+The board is per process: the master runs as one process (uvicorn, one
+event loop, a thread pool for database work); a long-poll also re-checks
+after its bounded wait, so a missed wake-up costs latency, never correctness.
+"""
+
+import asyncio
+import threading
+
+
+class RevisionBoard:
+    def __init__(self):
+        self._revisions = {}
+        self._events = {}
+        self._lock = threading.Lock()
+        self.loop = None
+
+    def attach(self, loop):
+        self.loop = loop
+
+    def get(self, key):
+        return self._revisions.get(key)
+
+    def seed(self, key, revision):
+        """Record a revision read from the database, never going backwards."""
+        with self._lock:
+            if revision > self._revisions.get(key, -1):
+                self._revisions[key] = revision
+
+    def publish(self, key, revision):
+        """Record a committed change and wake whoever waits on ``key``."""
+        self.seed(key, revision)
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake, key)
+
+    def bump(self, key):
+        """Count one more change of ``key`` (for keys with no stored revision)."""
+        with self._lock:
+            self._revisions[key] = self._revisions.get(key, 0) + 1
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake, key)
+
+    def _wake(self, key):
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    async def wait_past(self, key, revision, timeout):
+        """Wait until ``key`` is past ``revision`` or ``timeout`` seconds pass.
+
+        Returns the revision known at the end (which may still be ``revision``).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            current = self._revisions.get(key, -1)
+            remaining = deadline - loop.time()
+            if current > revision or remaining <= 0:
+                return current
+            event = self._events.get(key)
+            if event is None:
+                event = self._events[key] = asyncio.Event()
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass

@@ -1,0 +1,102 @@
+"""Setting the master up and serving it: ``master init`` and ``master serve``.
+
+Owns the data directory (database, saved URL, admin token file), the first
+admin, where the shipped software releases are found, and running uvicorn.
+"""
+
+import os
+import resource
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from . import db as dbmod
+from . import users
+from slapnode.errors import SlapnodeError
+
+from .core import Master
+from .errors import ApiError
+from .models import User
+
+ADMIN_NAME = "admin"
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+def releases_dir():
+    """The shipped software-releases/: in the source tree, or installed under share/."""
+    here = Path(__file__).resolve().parent.parent / "software-releases"
+    if here.is_dir():
+        return here
+    installed = Path(sys.prefix) / "share" / "slapnode" / "software-releases"
+    return installed if installed.is_dir() else None
+
+
+def _write_secret(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(text + "\n")
+    os.chmod(path, 0o600)
+
+
+def init(data_dir, url=None):
+    """Create or upgrade the database; make sure an admin exists.
+
+    Returns (url, admin token). Running it again keeps everything: the
+    migrations are idempotent and the saved admin token is reused.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    url = dbmod.resolve_url(data_dir, url)
+    if url != dbmod.default_url(data_dir):
+        dbmod.save_url(data_dir, url)
+    master = Master(url)
+    try:
+        dbmod.migrate(master.db)
+        token_file = data_dir / ADMIN_TOKEN_FILE
+
+        def ensure_admin(session):
+            admin = session.scalars(select(User).where(User.name == ADMIN_NAME)).first()
+            if admin is None:
+                _admin, token = users.create(session, ADMIN_NAME, is_admin=True)
+                return token
+            if token_file.exists():
+                saved = token_file.read_text().strip()
+                try:
+                    users.authenticate_user(session, saved)
+                    return saved
+                except ApiError:
+                    pass
+            return users.add_token(session, admin)
+
+        token = master.write(ensure_admin)
+        _write_secret(token_file, token)
+    finally:
+        master.dispose()
+    return url, token
+
+
+def _raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
+    import uvicorn
+
+    from .app import create_app
+
+    url = dbmod.resolve_url(data_dir, url)
+    master = Master(url, releases_dir=releases_dir())
+    if not dbmod.is_migrated(master.db):
+        master.dispose()
+        raise SlapnodeError(f"the database at {data_dir} is not initialised; "
+                           f"run `slapnode master init --data-dir {data_dir}` first")
+    dbmod.migrate(master.db)    # a newer slapnode may bring migrations
+    _raise_fd_limit()
+    config = uvicorn.Config(create_app(master), host=host, port=port, log_level=log_level,
+                            backlog=8192, timeout_keep_alive=150, access_log=False,
+                            server_header=False)
+    uvicorn.Server(config).run()

@@ -1,0 +1,196 @@
+"""``slapnode instance``: request instances and follow them."""
+
+import sys
+import time
+
+import click
+
+from .. import params
+from ..errors import ParameterError, SlapnodeError, UsageError
+from ..states import DESTROYED, REQUESTED_STATES, STARTED, STOPPED, InstanceStatus, settled_for
+from .context import json_option, pass_context, print_json, print_table
+
+
+@click.group("instance")
+def group():
+    """Request instances of software releases and see their connection parameters."""
+
+
+def _read_source(path, what):
+    if path == "-":
+        return sys.stdin.buffer.read(params.MAX_BYTES + 1)
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(params.MAX_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: {exc.strerror}") from None
+
+
+def collect_parameters(pairs, xml_path, json_path):
+    """Merge --parameter, --parameters-xml and --parameters-json; a repeated key is an error."""
+    if xml_path and json_path:
+        raise UsageError("give --parameters-xml or --parameters-json, not both")
+    merged = {}
+    if xml_path:
+        merged = params.parse_xml(_read_source(xml_path, "--parameters-xml"), source=xml_path)
+    elif json_path:
+        merged = params.parse_json(_read_source(json_path, "--parameters-json"), source=json_path)
+    for key, value in params.parse_pairs(pairs).items():
+        if key in merged:
+            raise ParameterError(f"parameter {key!r} is given twice (--parameter and a file)")
+        merged[key] = value
+    return merged
+
+
+def _print_instance(view):
+    where = f" on {view['node']}/{view['partition']}" if view.get("partition") else ""
+    reason = f": {view['reason']}" if view.get("reason") else ""
+    click.echo(f"instance {view['title']!r}: {view['status']}{where} "
+               f"(requested {view['state']}){reason}")
+    if view["status"] == InstanceStatus.READY and view.get("connection"):
+        click.echo("connection parameters:")
+        for key in sorted(view["connection"]):
+            click.echo(f"  {key} = {view['connection'][key]}")
+
+
+def wait_until_settled(client, title, view, seconds):
+    """Long-poll the master until the instance settles or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while not settled_for(view["state"], view["status"]):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SlapnodeError(f"instance {title!r} is still {view['status']} after {seconds:g} s; "
+                                f"follow it with `slapnode instance show {title}`")
+        view = client.show_instance(title, wait=min(remaining, 60))
+    return view
+
+
+def _finish(ctx, view, wait, as_json):
+    if wait:
+        view = wait_until_settled(ctx.client, view["title"], view, wait)
+    if as_json:
+        print_json(view)
+    else:
+        _print_instance(view)
+    if wait and view["status"] == InstanceStatus.ERROR:
+        raise SlapnodeError(f"instance {view['title']!r} is in error: {view.get('reason') or 'no reason given'}")
+
+
+def _pairs_to_filter(pairs):
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--node {pair!r}: expected KEY=VALUE, e.g. computer=volunteer-1")
+        if key in result:
+            raise UsageError(f"--node {key!r} is given twice")
+        result[key] = value
+    return result
+
+
+@group.command("request")
+@click.argument("title")
+@click.argument("software")
+@click.option("--type", "software_type", default="default", show_default=True,
+              help="Software type (which instance profile of the release).")
+@click.option("--parameter", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="One parameter; repeat for more.")
+@click.option("--parameters-xml", "xml_path", metavar="FILE|-",
+              help="SlapOS parameter XML (plain or JSON-in-XML `_`).")
+@click.option("--parameters-json", "json_path", metavar="FILE|-", help="Parameters as a JSON object.")
+@click.option("--node", "node_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Node filter: computer=NAME, min-ram-mb=N, min-cpus=N, arch=..., ...")
+@click.option("--shared", is_flag=True, help="Attach to a host instance instead of taking a partition.")
+@click.option("--state", type=click.Choice(REQUESTED_STATES), default=STARTED, show_default=True)
+@click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
+              help="Wait until ready (or error); exit 1 on time-out.")
+@json_option
+@pass_context
+def request(ctx, title, software, software_type, pairs, xml_path, json_path, node_pairs,
+            shared, state, wait, as_json):
+    """Request instance TITLE of SOFTWARE (a catalog URL or title).
+
+    The same request again changes nothing; a changed one updates the instance.
+
+    \b
+    Examples:
+      slapnode instance request my-hello hello --parameter name=Ada --wait 30
+      slapnode instance request worker-1 boinc-client --parameters-xml boinc.xml
+      slapnode instance request cache redis --node computer=volunteer-1 --json
+    """
+    parameters = collect_parameters(pairs, xml_path, json_path)
+    view = ctx.client.request_instance(
+        title=title, software=software, type=software_type, parameters=parameters,
+        shared=shared, node=_pairs_to_filter(node_pairs), state=state)
+    _finish(ctx, view, wait, as_json)
+
+
+@group.command("list")
+@json_option
+@pass_context
+def list_(ctx, as_json):
+    """List your instances.
+
+    \b
+    Example:
+      slapnode instance list --json
+    """
+    rows = ctx.client.list_instances()
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, [("TITLE", "title"), ("STATUS", "status"), ("STATE", "state"),
+                       ("NODE", "node"), ("PARTITION", "partition"), ("TYPE", "type"),
+                       ("SOFTWARE", "software")])
+
+
+@group.command("show")
+@click.argument("title")
+@click.option("--xml", "as_xml", is_flag=True, help="Print the connection parameters as SlapOS XML.")
+@json_option
+@pass_context
+def show(ctx, title, as_xml, as_json):
+    """Show one instance, with its parameters and connection parameters.
+
+    \b
+    Example:
+      slapnode instance show my-hello --json
+    """
+    view = ctx.client.show_instance(title)
+    if as_json:
+        print_json(view)
+        return
+    if as_xml:
+        click.echo(params.to_xml(view.get("connection") or {}), nl=False)
+        return
+    for key in ("title", "software", "type", "state", "status", "reason", "node", "partition",
+                "ipv4", "ipv6", "host"):
+        if view.get(key) not in (None, ""):
+            click.echo(f"{key:12} {view[key]}")
+    for section in ("parameters", "connection"):
+        click.echo(f"{section}:")
+        values = view.get(section) or {}
+        for key in sorted(values):
+            click.echo(f"  {key} = {values[key]}")
+    if view.get("promises"):
+        click.echo("promises:")
+        for promise in view["promises"]:
+            click.echo(f"  {'ok  ' if promise['ok'] else 'FAIL'} {promise['name']} {promise.get('message', '')}")
+
+
+def _state_command(name, state, doc):
+    @group.command(name, help=doc)
+    @click.argument("title")
+    @click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
+                  help="Wait until the node has done it; exit 1 on time-out.")
+    @json_option
+    @pass_context
+    def command(ctx, title, wait, as_json):
+        view = ctx.client.change_instance(title, state)
+        _finish(ctx, view, wait, as_json)
+    return command
+
+
+start = _state_command("start", STARTED, "Start instance TITLE again.\n\n\b\nExample:\n  slapnode instance start my-hello")
+stop = _state_command("stop", STOPPED, "Stop instance TITLE, keeping its files.\n\n\b\nExample:\n  slapnode instance stop my-hello")
+destroy = _state_command("destroy", DESTROYED, "Destroy instance TITLE and free its partition.\n\n\b\nExample:\n  slapnode instance destroy my-hello")

@@ -1,0 +1,87 @@
+"""``slapnode master``: initialise and serve the master."""
+
+import click
+
+from ..errors import UsageError
+
+
+def parse_listen(text):
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8480")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@click.group("master")
+def group():
+    """Run the master: the catalog, computers, instances and allocation."""
+
+
+@group.command("init")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+              help="Where the master keeps its database and admin token.")
+@click.option("--db", "db_url", metavar="URL",
+              help="SQLAlchemy URL (default: SQLite in DATA_DIR), e.g. postgresql+psycopg://...")
+def init(data_dir, db_url):
+    """Create (or upgrade) the master's database; print the admin token last.
+
+    Safe to run again: nothing is wiped, and the same admin token is printed.
+
+    \b
+    Example:
+      slapnode master init --data-dir /var/lib/slapnode/master
+      slapnode master init --data-dir ./m --db postgresql+psycopg://slap:pw@localhost/slapnode
+    """
+    from ..master import service
+
+    try:
+        url, token = service.init(data_dir, db_url)
+    except Exception as exc:
+        raise _db_error(exc, db_url) from None
+    where = "SQLite in " + data_dir if url.startswith("sqlite") else url.split("@")[-1]
+    click.echo(f"master database ready ({where}); admin token saved in "
+               f"{data_dir}/{service.ADMIN_TOKEN_FILE} (mode 0600)", err=True)
+    click.echo(token)
+
+
+def _db_error(exc, db_url):
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from ..errors import SlapnodeError
+
+    if isinstance(exc, SlapnodeError):
+        return exc
+    if isinstance(exc, ArgumentError):
+        return UsageError(f"--db {db_url!r} is not a valid database URL")
+    if isinstance(exc, SQLAlchemyError):
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        return SlapnodeError(f"cannot use the database: {first}; check --db and that the server runs")
+    if isinstance(exc, (PermissionError, FileNotFoundError, NotADirectoryError)):
+        return SlapnodeError(f"cannot use the data directory: {exc}")
+    if isinstance(exc, ModuleNotFoundError):
+        return SlapnodeError(f"the database driver is missing ({exc.name}); install it in slapnode's venv")
+    return exc
+
+
+@group.command("serve")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+              help="The directory given to `master init`.")
+@click.option("--db", "db_url", metavar="URL", help="SQLAlchemy URL (default: what init used).")
+@click.option("--listen", default="127.0.0.1:8480", show_default=True, metavar="HOST:PORT",
+              help="Address to serve on.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(data_dir, db_url, listen, log_level):
+    """Serve the JSON API under /api/v1 and the shipped releases under /software-releases/.
+
+    \b
+    Example:
+      slapnode master serve --data-dir /var/lib/slapnode/master --listen 0.0.0.0:8480
+    """
+    from ..master import service
+
+    host, port = parse_listen(listen)
+    try:
+        service.serve(data_dir, db_url, host, port, log_level)
+    except Exception as exc:
+        raise _db_error(exc, db_url) from None

@@ -1,0 +1,131 @@
+"""``slapnode software``: the catalog of software releases and their supply to nodes."""
+
+import json
+
+import click
+
+from ..errors import UsageError
+from .context import json_option, pass_context, print_json, print_table
+
+
+@click.group("software")
+def group():
+    """The software release catalog, and which nodes should have which release."""
+
+
+def _read_schema(path):
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as stream:
+            schema = json.load(stream)
+    except OSError as exc:
+        raise UsageError(f"--schema {path}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--schema {path}: not valid JSON ({exc})") from None
+    if not isinstance(schema, dict):
+        raise UsageError(f"--schema {path}: a JSON Schema must be a JSON object")
+    return schema
+
+
+@group.command("add")
+@click.argument("url")
+@click.option("--title", required=True, help="Short unique name users can request it by.")
+@click.option("--price", default="0", show_default=True, metavar="EUR", help="Price per month.")
+@click.option("--description", default="", help="One paragraph for the catalog.")
+@click.option("--schema", "schema_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="JSON Schema that requests' parameters must satisfy.")
+@json_option
+@pass_context
+def add(ctx, url, title, price, description, schema_path, as_json):
+    """Add the release at URL to the catalog (admins only).
+
+    \b
+    Example:
+      slapnode software add http://master:8480/software-releases/hello/software.cfg \\
+          --title hello --price 0.50 --schema software-releases/hello/software.cfg.json
+    """
+    result = ctx.client.add_software(url, title, price, description, _read_schema(schema_path))
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"added {result['title']} ({result['url']}), {result['price_per_month']} EUR/month")
+
+
+@group.command("list")
+@json_option
+@pass_context
+def list_(ctx, as_json):
+    """List the catalog.
+
+    \b
+    Example:
+      slapnode software list --json
+    """
+    rows = ctx.client.list_software()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, [("TITLE", "title"), ("EUR/MONTH", "price_per_month"), ("URL", "url"),
+                           ("DESCRIPTION", "description")])
+
+
+@group.command("show")
+@click.argument("software")
+@json_option
+@pass_context
+def show(ctx, software, as_json):
+    """Show one release (by URL or title) and where it is supplied.
+
+    \b
+    Example:
+      slapnode software show hello
+    """
+    result = ctx.client.show_software(software)
+    if as_json:
+        print_json(result)
+        return
+    for key in ("title", "url", "description", "price_per_month"):
+        click.echo(f"{key:16} {result[key]}")
+    click.echo(f"{'schema':16} {'yes' if result['has_schema'] else 'no'}")
+    click.echo("supplied to:")
+    print_table(result["supplies"], [("NODE", "node"), ("REQUESTED", "requested"),
+                                     ("STATUS", "status")])
+
+
+@group.command("supply")
+@click.argument("software")
+@click.option("--node", required=True, metavar="NAME", help="The computer to build it on.")
+@json_option
+@pass_context
+def supply(ctx, software, node, as_json):
+    """Have SOFTWARE (URL or title) built on a node, before any instance needs it.
+
+    \b
+    Example:
+      slapnode software supply hello --node volunteer-1
+    """
+    result = ctx.client.supply(software, node)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"{result['software']} supplied to {result['node']} ({result['status']})")
+
+
+@group.command("remove")
+@click.argument("software")
+@click.option("--node", required=True, metavar="NAME", help="The computer to remove it from.")
+@json_option
+@pass_context
+def remove(ctx, software, node, as_json):
+    """Remove SOFTWARE from a node once no partition uses it.
+
+    \b
+    Example:
+      slapnode software remove hello --node volunteer-1
+    """
+    result = ctx.client.supply(software, node, state="destroyed")
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"{result['software']} will be removed from {result['node']}")

@@ -1,0 +1,178 @@
+"""The master client: one ``requests.Session``, retries, one-line errors.
+
+Owns how the CLI and the node agent talk to the master: where it is and which
+token to send (``--master``/``--token``, then ``SLAPNODE_MASTER``/
+``SLAPNODE_TOKEN``, then the client config file), connection retries with
+backoff for idempotent calls, and turning any failure into a
+:class:`MasterError` whose message is the master's one-line ``detail``.
+"""
+
+import configparser
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .errors import MasterError, UsageError
+
+API = "/api/v1"
+DEFAULT_TIMEOUT = 30
+
+
+def client_config_path():
+    explicit = os.environ.get("SLAPNODE_CLIENT_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "slapnode" / "client.cfg"
+
+
+def read_client_config(path=None):
+    """``{"master": ..., "token": ...}`` from the client config file (may be empty)."""
+    path = Path(path) if path else client_config_path()
+    if not path.exists():
+        return {}
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path)
+    except configparser.Error as exc:
+        raise UsageError(f"{path}: not a valid client config ({exc.message.splitlines()[0]}); "
+                         "fix or remove it") from None
+    if not parser.has_section("client"):
+        return {}
+    return {k: v for k, v in parser.items("client") if k in ("master", "token")}
+
+
+def write_client_config(master, token, path=None):
+    path = Path(path) if path else client_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(f"[client]\nmaster = {master}\ntoken = {token}\n")
+    return path
+
+
+def resolve(master=None, token=None):
+    """Fill in master URL and token from the environment and the config file."""
+    saved = None
+    if not master or not token:
+        saved = read_client_config()
+    master = master or os.environ.get("SLAPNODE_MASTER") or saved.get("master")
+    token = token or os.environ.get("SLAPNODE_TOKEN") or saved.get("token")
+    return master, token
+
+
+class Client:
+    def __init__(self, master, token=None, timeout=DEFAULT_TIMEOUT, retries=3):
+        if not master:
+            raise UsageError("no master given; pass --master URL or set SLAPNODE_MASTER")
+        if not master.startswith(("http://", "https://")):
+            raise UsageError(f"master {master!r} must be an http:// or https:// URL")
+        self.master = master.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.session = requests.Session()
+        retry = Retry(total=retries, connect=retries, read=0, status=0, backoff_factor=0.2,
+                      allowed_methods=frozenset({"GET", "PUT"}))
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["User-Agent"] = "slapnode-client"
+
+    def call(self, method, path, timeout=None, **kwargs):
+        url = f"{self.master}{API}{path}"
+        try:
+            response = self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
+        except requests.ConnectionError:
+            raise MasterError(f"cannot reach the master at {self.master}; is it running "
+                              "(`slapnode master serve`) and is --master right?") from None
+        except requests.Timeout:
+            raise MasterError(f"the master at {self.master} did not answer in time") from None
+        except requests.RequestException as exc:
+            raise MasterError(f"talking to the master at {self.master} failed: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = None
+            if not isinstance(detail, str) or not detail:
+                detail = f"HTTP {response.status_code} from {url}"
+            raise MasterError(detail, status=response.status_code)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise MasterError(f"the master at {self.master} answered something that is not JSON; "
+                              "is --master the slapnode master?") from None
+
+    # users
+    def me(self):
+        return self.call("GET", "/me")
+
+    def add_user(self, name, admin=False):
+        return self.call("POST", "/users", json={"name": name, "admin": admin})
+
+    # catalog
+    def add_software(self, url, title, price="0", description="", schema=None):
+        return self.call("POST", "/software", json={
+            "url": url, "title": title, "price": price, "description": description,
+            "schema": schema})
+
+    def list_software(self):
+        return self.call("GET", "/software")
+
+    def show_software(self, ref):
+        return self.call("GET", "/software/release", params={"ref": ref})
+
+    def supply(self, software, node, state="available"):
+        return self.call("POST", "/supplies", json={"software": software, "node": node,
+                                                    "state": state})
+
+    # computers
+    def create_enrollment_token(self, name):
+        return self.call("POST", "/enrollment-tokens", json={"name": name})
+
+    def list_computers(self):
+        return self.call("GET", "/computers")
+
+    # instances
+    def request_instance(self, **body):
+        return self.call("POST", "/instances", json=body)
+
+    def list_instances(self):
+        return self.call("GET", "/instances")
+
+    def show_instance(self, title, wait=0):
+        return self.call("GET", f"/instances/{quote(title, safe='')}",
+                         params={"wait": wait} if wait else None,
+                         timeout=(self.timeout + wait) if wait else None)
+
+    def change_instance(self, title, state):
+        return self.call("PATCH", f"/instances/{quote(title, safe='')}", json={"state": state})
+
+    # node side
+    def enroll(self, token, name=None, capacity=None):
+        return self.call("POST", "/node/enroll", json={"token": token, "name": name,
+                                                       "capacity": capacity or {}})
+
+    def report_partitions(self, partitions):
+        return self.call("PUT", "/node/partitions", json={"partitions": partitions})
+
+    def desired_state(self, after=None, wait=0):
+        params = {}
+        if after is not None:
+            params["after"] = after
+        if wait:
+            params["wait"] = wait
+        return self.call("GET", "/node/desired-state", params=params,
+                         timeout=self.timeout + wait)
+
+    def report(self, software=(), instances=(), shared=()):
+        return self.call("POST", "/node/report", json={
+            "software": list(software), "instances": list(instances), "shared": list(shared)})

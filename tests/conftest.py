@@ -1,0 +1,210 @@
+"""Shared fixtures: a real master process on loopback (SQLite and PostgreSQL),
+the CLI run in-process, and names unique to this test run."""
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from slapnode.cli import main as cli_main
+from slapnode.client import Client
+
+RUN_ID = uuid.uuid4().hex[:8]
+PG_URL = os.environ.get("SLAPNODE_TEST_PG_URL")
+REQUIRE_PG = os.environ.get("SLAPNODE_REQUIRE_PG") == "1"
+
+
+def unique_name(prefix="t"):
+    return f"{prefix}-{RUN_ID}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def unique():
+    return unique_name
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def last_line(self):
+        return self.stdout.strip().splitlines()[-1]
+
+
+def run_cli(args, master=None, token=None, input=None, env=None):
+    """Run ``slapnode ARGS`` in-process, through the real entry point."""
+    runner = CliRunner()
+    full_env = {"SLAPNODE_MASTER": master, "SLAPNODE_TOKEN": token,
+                "SLAPNODE_CLIENT_CONFIG": "/nonexistent/slapnode-test-client.cfg"}
+    full_env.update(env or {})
+    with runner.isolation(input=input, env=full_env) as outstreams:
+        try:
+            cli_main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        stdout = outstreams[0].getvalue().decode()
+        stderr = outstreams[1].getvalue().decode()
+    return CliResult(code, stdout, stderr)
+
+
+@dataclass
+class MasterHandle:
+    url: str
+    admin_token: str
+    data_dir: Path
+    db_url: str
+    backend: str
+    process: subprocess.Popen
+
+    def client(self, token=None):
+        return Client(self.url, token if token is not None else self.admin_token, retries=0)
+
+    def cli(self, *args, token=None, input=None, env=None):
+        return run_cli(args, self.url, token if token is not None else self.admin_token,
+                       input=input, env=env)
+
+    def new_user(self, admin=False):
+        result = self.client().add_user(unique_name("user"), admin)
+        return result["name"], result["token"]
+
+
+def slapnode_cmd(*args):
+    return [sys.executable, "-m", "slapnode", *args]
+
+
+def start_master(data_dir, db_url=None):
+    init = subprocess.run(slapnode_cmd("master", "init", "--data-dir", str(data_dir),
+                                       *(["--db", db_url] if db_url else [])),
+                          capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    port = free_port()
+    log = open(Path(data_dir) / "serve.log", "w")
+    proc = subprocess.Popen(slapnode_cmd("master", "serve", "--data-dir", str(data_dir),
+                                         "--listen", f"127.0.0.1:{port}", "--log-level", "warning"),
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(url + "/api/v1/health", timeout=1)
+            break
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("master did not start: " + (Path(data_dir) / "serve.log").read_text())
+            time.sleep(0.05)
+    return proc, url, init.stdout.strip().splitlines()[-1]
+
+
+def stop_process(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _pg_admin(sql):
+    from sqlalchemy import create_engine, text
+    engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A PostgreSQL database made for this test run, dropped at the end."""
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("SLAPNODE_TEST_PG_URL is not set but SLAPNODE_REQUIRE_PG=1")
+        pytest.skip("no PostgreSQL (set SLAPNODE_TEST_PG_URL; `bash install.sh test` does)")
+    name = f"slapnode_test_{RUN_ID}_{secrets.token_hex(3)}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    base = PG_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def master(request):
+    """A real master process on loopback, one per backend, for the whole run."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"slapnode-master-{RUN_ID}-"))
+    db_url = request.getfixturevalue("pg_database") if request.param == "postgresql" else None
+    proc = None
+    try:
+        proc, url, token = start_master(data_dir, db_url)
+        yield MasterHandle(url, token, data_dir, db_url or f"sqlite:///{data_dir}/master.db",
+                           request.param, proc)
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@dataclass
+class EnrolledNode:
+    """A computer enrolled on the master, talking to it with its node credential."""
+
+    name: str
+    client: Client
+
+    def report_partitions(self, count, start=0):
+        parts = [{"reference": f"slappart{i}", "unix_user": f"u{i}",
+                  "ipv4": f"10.9.0.{i + 2}", "ipv6": f"fd00::{i + 2}"} for i in range(start, count)]
+        return self.client.report_partitions(parts)
+
+    def desired(self):
+        return self.client.desired_state()
+
+    def report_instance(self, partition, instance_id, status, connection=None, reason=None):
+        return self.client.report(instances=[{
+            "partition": partition, "instance_id": instance_id, "status": status,
+            "connection": connection, "reason": reason}])
+
+    def instance_on(self, partition):
+        for item in self.desired()["partitions"]:
+            if item["reference"] == partition:
+                return item["instance"]
+        raise KeyError(partition)
+
+
+@pytest.fixture
+def make_node(master):
+    """Enroll a new computer (unique name) with N partitions and given capacity."""
+    def make(partitions=0, **capacity):
+        name = unique_name("node")
+        token = master.client().create_enrollment_token(name)["token"]
+        answer = Client(master.url, retries=0).enroll(token, capacity=capacity)
+        node = EnrolledNode(answer["computer"], Client(master.url, answer["credential"], retries=0))
+        if partitions:
+            node.report_partitions(partitions)
+        return node
+    return make

@@ -1,0 +1,427 @@
+"""The master over HTTP, with SQLite and with PostgreSQL: catalog, auth,
+allocation, idempotence, pending placement, reports, long-polls."""
+
+import concurrent.futures
+import threading
+import time
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from slapnode.errors import MasterError
+
+from .conftest import unique_name
+
+
+def add_release(master, schema=None, title=None):
+    title = title or unique_name("sr")
+    url = f"http://releases.example/{title}/software.cfg"
+    master.client().add_software(url, title, "1.50", "test release", schema)
+    return url, title
+
+
+def expect_error(status, fn, *args, **kwargs):
+    with pytest.raises(MasterError) as info:
+        fn(*args, **kwargs)
+    assert info.value.status == status, info.value
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+# -- serving ---------------------------------------------------------------------------
+
+def test_openapi_document_is_served(master):
+    doc = requests.get(master.url + "/api/v1/openapi.json", timeout=5).json()
+    assert "/api/v1/instances" in doc["paths"]
+    assert "/api/v1/node/desired-state" in doc["paths"]
+
+
+def test_shipped_software_releases_are_served(master):
+    answer = requests.get(master.url + "/software-releases/hello/software.cfg", timeout=5)
+    assert answer.status_code == 200
+    assert "[buildout]" in answer.text
+
+
+def test_init_twice_keeps_data_and_token(master):
+    import subprocess
+    from .conftest import slapnode_cmd
+    url, title = add_release(master)
+    again = subprocess.run(slapnode_cmd("master", "init", "--data-dir", str(master.data_dir),
+                                        *(["--db", master.db_url] if master.backend != "sqlite" else [])),
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == master.admin_token
+    assert master.client().show_software(title)["url"] == url
+    assert (master.data_dir / "admin.token").stat().st_mode & 0o777 == 0o600
+
+
+# -- auth ------------------------------------------------------------------------------
+
+def test_requests_without_or_with_a_bad_token_are_refused(master):
+    assert "no token" in expect_error(401, master.client(token="").list_software)
+    assert "unknown token" in expect_error(401, master.client(token="snu_nope").list_software)
+
+
+def test_only_admins_change_the_catalog_and_create_enrollment_tokens(master):
+    _, token = master.new_user()
+    user = master.client(token)
+    expect_error(403, user.add_software, "http://x.example/a.cfg", unique_name("t"))
+    expect_error(403, user.create_enrollment_token, unique_name("n"))
+    expect_error(403, user.add_user, unique_name("u"))
+
+
+def test_tokens_are_stored_only_hashed(master):
+    name, token = master.new_user()
+    engine = create_engine(master.db_url)
+    try:
+        with engine.connect() as conn:
+            rows = [r[0] for r in conn.execute(text("SELECT token_hash FROM tokens"))]
+            creds = [r[0] for r in conn.execute(text("SELECT credential_hash FROM computers"))]
+    finally:
+        engine.dispose()
+    assert token not in rows and len(rows) >= 2
+    assert all(len(r) == 64 for r in rows)
+    assert all(c is None or len(c) == 64 for c in creds)
+
+
+def test_users_see_and_change_only_their_own_instances(master, make_node):
+    url, title = add_release(master)
+    make_node(partitions=2)
+    _, token_a = master.new_user()
+    _, token_b = master.new_user()
+    a, b = master.client(token_a), master.client(token_b)
+    a.request_instance(title="mine", software=title)
+    assert [i["title"] for i in b.list_instances()] == []
+    expect_error(404, b.show_instance, "mine")
+    expect_error(404, b.change_instance, "mine", "destroyed")
+    # the same title is free for another user
+    assert b.request_instance(title="mine", software=title)["title"] == "mine"
+    assert a.show_instance("mine")["status"] == "deploying"
+
+
+def test_node_credential_sees_only_its_own_computer(master, make_node):
+    url, title = add_release(master)
+    node_a = make_node(partitions=1)
+    node_b = make_node(partitions=1)
+    _, token = master.new_user()
+    master.client(token).request_instance(title="x", software=title,
+                                          node={"computer": node_a.name})
+    instance = node_a.instance_on("slappart0")
+    assert node_b.instance_on("slappart0") is None
+    # node B cannot report on node A's instance: it is not on B's computer
+    node_b.report_instance("slappart0", instance["id"], "ready", {"url": "http://evil"})
+    assert master.client(token).show_instance("x")["connection"] == {}
+    # a node credential is not a user token, and the reverse
+    expect_error(403, master.client(node_a.client.token).list_instances)
+    expect_error(403, master.client(token).call, "GET", "/node/desired-state")
+
+
+def test_enrollment_tokens_are_one_time(master):
+    name = unique_name("node")
+    token = master.client().create_enrollment_token(name)["token"]
+    anon = master.client(token="")
+    assert anon.enroll(token)["computer"] == name
+    assert "already used" in expect_error(401, anon.enroll, token)
+    assert "unknown enrollment token" in expect_error(401, anon.enroll, "sne_nope")
+    assert "not an enrollment token" in expect_error(401, anon.enroll, "snu_nope")
+
+
+# -- catalog ---------------------------------------------------------------------------
+
+def test_unknown_software_is_refused_and_no_partition_is_taken(master, make_node):
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    message = expect_error(404, master.client(token).request_instance,
+                           title="x", software="http://nowhere.example/nothing.cfg")
+    assert "neither a catalog URL nor a catalog title" in message
+    assert node.instance_on("slappart0") is None
+    assert master.client(token).list_instances() == []
+
+
+def test_catalog_refuses_duplicates_and_bad_urls(master):
+    url, title = add_release(master)
+    assert "already has" in expect_error(409, master.client().add_software, url, unique_name("t"))
+    assert "already has" in expect_error(409, master.client().add_software,
+                                         "http://other.example/x.cfg", title)
+    expect_error(400, master.client().add_software, "not a url", unique_name("t"))
+    expect_error(400, master.client().add_software, "http://x.example/a.cfg", unique_name("t"),
+                 price="-3")
+
+
+def test_software_can_be_named_by_url_or_title(master, make_node):
+    url, title = add_release(master)
+    make_node(partitions=2)
+    _, token = master.new_user()
+    user = master.client(token)
+    assert user.request_instance(title="by-title", software=title)["software"] == url
+    assert user.request_instance(title="by-url", software=url)["software"] == url
+
+
+def test_parameters_are_checked_against_the_release_schema(master, make_node):
+    schema = {"type": "object", "additionalProperties": False,
+              "properties": {"port": {"type": "integer", "maximum": 65535},
+                             "name": {"type": "string"}}}
+    url, title = add_release(master, schema=schema)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    message = expect_error(422, user.request_instance, title="x", software=title,
+                           parameters={"port": "99999", "colour": "red"})
+    assert "port" in message and "colour" in message
+    assert user.list_instances() == []
+    assert node.instance_on("slappart0") is None
+    assert user.request_instance(title="x", software=title,
+                                 parameters={"port": "8080"})["status"] == "deploying"
+
+
+# -- allocation ------------------------------------------------------------------------
+
+def test_request_places_on_a_free_partition_and_supplies_the_release(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=2)
+    _, token = master.new_user()
+    view = master.client(token).request_instance(title="i", software=title,
+                                                 parameters={"name": "Ada"},
+                                                 node={"computer": node.name})
+    assert view["status"] == "deploying"
+    assert (view["node"], view["partition"]) == (node.name, "slappart0")
+    desired = node.desired()
+    assert {"url": url, "state": "available"} in desired["software"]
+    instance = node.instance_on("slappart0")
+    assert instance["parameters"] == {"name": "Ada"} and instance["state"] == "started"
+    assert master.client().show_software(title)["supplies"][0]["node"] == node.name
+
+
+def test_request_is_idempotent_and_a_change_bumps_the_revision(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    first = user.request_instance(title="i", software=title, parameters={"a": "1"},
+                                  node={"computer": node.name})
+    revision = node.desired()["revision"]
+    again = user.request_instance(title="i", software=title, parameters={"a": "1"},
+                                  node={"computer": node.name})
+    assert not again["changed"] and again["partition"] == first["partition"]
+    assert node.desired()["revision"] == revision
+    changed = user.request_instance(title="i", software=title, parameters={"a": "2"},
+                                    node={"computer": node.name})
+    assert changed["changed"] and changed["partition"] == first["partition"]
+    assert node.desired()["revision"] > revision
+    assert node.instance_on("slappart0")["parameters"] == {"a": "2"}
+    assert len(user.list_instances()) == 1
+
+
+def test_pending_instance_is_placed_when_a_partition_appears(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=0)
+    _, token = master.new_user()
+    user = master.client(token)
+    view = user.request_instance(title="w", software=title, node={"computer": node.name})
+    assert view["status"] == "pending" and view["partition"] is None
+    node.report_partitions(1)
+    view = user.show_instance("w")
+    assert view["status"] == "deploying" and view["partition"] == "slappart0"
+
+
+def test_node_filters_choose_the_computer(master, make_node):
+    url, title = add_release(master)
+    small = make_node(partitions=1, ram_mb=512, cpus=1)
+    big = make_node(partitions=1, ram_mb=65536, cpus=64)
+    _, token = master.new_user()
+    user = master.client(token)
+    view = user.request_instance(title="big", software=title,
+                                 node={"min-ram-mb": "65536", "min-cpus": "64"})
+    assert view["node"] == big.name
+    view = user.request_instance(title="small", software=title, node={"computer": small.name})
+    assert view["node"] == small.name
+    assert "known keys" in expect_error(422, user.request_instance, title="z", software=title,
+                                        node={"colour": "blue"})
+
+
+def test_concurrent_requests_never_share_a_partition(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=6)
+    _, token = master.new_user()
+
+    def request(i):
+        client = master.client(token)
+        return client.request_instance(title=f"c{i}", software=title, node={"computer": node.name})
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        views = list(pool.map(request, range(20)))
+    placed = [v["partition"] for v in views if v["partition"]]
+    assert len(placed) == 6 and len(set(placed)) == 6
+    assert sum(v["status"] == "pending" for v in views) == 14
+    held = [p["instance"]["id"] for p in node.desired()["partitions"] if p["instance"]]
+    assert len(held) == len(set(held)) == 6
+
+
+def test_concurrent_identical_requests_make_one_instance(master, make_node):
+    url, title = add_release(master)
+    make_node(partitions=4)
+    _, token = master.new_user()
+
+    def request(_):
+        return master.client(token).request_instance(title="same", software=title)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        views = list(pool.map(request, range(8)))
+    assert len({v["partition"] for v in views}) == 1
+    assert len(master.client(token).list_instances()) == 1
+
+
+# -- the node's side -------------------------------------------------------------------
+
+def test_report_makes_the_instance_ready_with_its_connection_parameters(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    user.request_instance(title="i", software=title, node={"computer": node.name})
+    instance = node.instance_on("slappart0")
+    node.client.report(software=[{"url": url, "status": "available", "log_tail": "done"}])
+    node.report_instance("slappart0", instance["id"], "ready", {"url": "http://10.9.0.2:8080/"})
+    view = user.show_instance("i")
+    assert view["status"] == "ready"
+    assert view["connection"] == {"url": "http://10.9.0.2:8080/"}
+    assert master.client().show_software(title)["supplies"][0]["status"] == "available"
+
+
+def test_destroy_frees_the_partition_for_a_pending_instance(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    user.request_instance(title="first", software=title, node={"computer": node.name})
+    assert user.request_instance(title="second", software=title,
+                                 node={"computer": node.name})["status"] == "pending"
+    first = node.instance_on("slappart0")
+    view = user.change_instance("first", "destroyed")
+    assert view["state"] == "destroyed" and view["status"] == "deploying"
+    assert node.instance_on("slappart0")["state"] == "destroyed"
+    node.report_instance("slappart0", first["id"], "destroyed")
+    assert user.show_instance("first")["status"] == "destroyed"
+    second = user.show_instance("second")
+    assert second["status"] == "deploying" and second["partition"] == "slappart0"
+
+
+def test_shrinking_refuses_to_remove_a_busy_partition(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=3)
+    _, token = master.new_user()
+    master.client(token).request_instance(title="busy", software=title,
+                                          node={"computer": node.name})
+    message = expect_error(409, node.report_partitions, 0)
+    assert "slappart0" in message and "busy" in message
+    assert len(node.desired()["partitions"]) == 3
+    node.client.report_partitions([{"reference": "slappart0"}])     # drop the two free ones
+    assert [p["reference"] for p in node.desired()["partitions"]] == ["slappart0"]
+
+
+def test_stale_reports_about_a_reassigned_partition_are_ignored(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    user.request_instance(title="i", software=title, node={"computer": node.name})
+    instance = node.instance_on("slappart0")
+    node.report_instance("slappart0", instance["id"] + 10000, "error", reason="old news")
+    assert user.show_instance("i")["status"] == "deploying"
+
+
+def test_shared_instance_attaches_to_a_host_of_the_same_release(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    assert user.request_instance(title="s", software=title, shared=True,
+                                 parameters={"path": "/a"})["status"] == "pending"
+    user.request_instance(title="host", software=title, node={"computer": node.name})
+    view = user.show_instance("s")
+    assert view["host"] == "host" and view["node"] == node.name
+    host = node.instance_on("slappart0")
+    assert [s["title"] for s in host["shared_instances"]] == ["s"]
+    node.client.report(shared=[{"instance_id": host["shared_instances"][0]["id"], "status": "ready",
+                                "connection": {"url": "http://h/a"}}])
+    assert user.show_instance("s")["connection"] == {"url": "http://h/a"}
+
+
+# -- long-polls ------------------------------------------------------------------------
+
+def test_unchanged_poll_answers_at_once_without_wait(master, make_node):
+    node = make_node(partitions=1)
+    revision = node.desired()["revision"]
+    answer = node.client.desired_state(after=revision)
+    assert answer == {"revision": revision, "changed": False}
+
+
+def test_long_poll_wakes_up_on_a_change(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=1)
+    revision = node.desired()["revision"]
+    _, token = master.new_user()
+    result = {}
+
+    def poll():
+        started = time.monotonic()
+        result["doc"] = node.client.desired_state(after=revision, wait=20)
+        result["took"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    time.sleep(0.3)
+    master.client(token).request_instance(title="x", software=title, node={"computer": node.name})
+    waiter.join(25)
+    assert result["doc"]["changed"] and result["doc"]["revision"] > revision
+    assert result["took"] < 5
+
+
+def test_long_poll_gives_up_after_its_wait(master, make_node):
+    node = make_node(partitions=1)
+    revision = node.desired()["revision"]
+    started = time.monotonic()
+    answer = node.client.desired_state(after=revision, wait=0.5)
+    assert answer["changed"] is False
+    assert 0.4 < time.monotonic() - started < 5
+
+
+def test_instance_show_waits_until_ready(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    user.request_instance(title="w", software=title, node={"computer": node.name})
+    instance = node.instance_on("slappart0")
+    timer = threading.Timer(0.3, node.report_instance,
+                            ("slappart0", instance["id"], "ready", {"k": "v"}))
+    timer.start()
+    started = time.monotonic()
+    view = user.show_instance("w", wait=20)
+    timer.join()
+    assert view["status"] == "ready" and view["connection"] == {"k": "v"}
+    assert time.monotonic() - started < 5
+
+
+# -- bad bodies ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    {"title": "x", "software": "s", "state": "exploded"},
+    {"title": "x", "software": "s", "unknown": 1},
+    {"title": "", "software": "s"},
+    {"title": "x", "software": "s", "parameters": ["not", "an", "object"]},
+])
+def test_bad_request_bodies_get_a_4xx_with_one_line(master, body):
+    _, token = master.new_user()
+    answer = requests.post(master.url + "/api/v1/instances", json=body, timeout=5,
+                           headers={"Authorization": f"Bearer {token}"})
+    assert 400 <= answer.status_code < 500
+    assert "\n" not in answer.json()["detail"]
+
+
+def test_malformed_json_body_is_a_4xx(master):
+    answer = requests.post(master.url + "/api/v1/instances", data=b"{not json", timeout=5,
+                           headers={"Authorization": f"Bearer {master.admin_token}",
+                                    "Content-Type": "application/json"})
+    assert answer.status_code == 422

@@ -1,0 +1,82 @@
+"""Pure decisions of the master: node filters, prices, schema coercion, states."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from slapnode.master import allocation, catalog
+from slapnode.master.errors import BadRequest, Invalid
+from slapnode.states import InstanceStatus, settled_for
+
+
+def test_filter_keys_are_checked_and_numbers_parsed():
+    assert allocation.parse_filter({"computer": "n1", "min-ram-mb": "512"}) == {
+        "computer": "n1", "min-ram-mb": 512}
+    with pytest.raises(allocation.FilterError, match="known keys"):
+        allocation.parse_filter({"colour": "blue"})
+    with pytest.raises(allocation.FilterError, match="whole number"):
+        allocation.parse_filter({"min-cpus": "many"})
+    with pytest.raises(allocation.FilterError, match="negative"):
+        allocation.parse_filter({"min-cpus": "-1"})
+
+
+def test_computer_fits_every_filter_key():
+    computer = SimpleNamespace(name="n1", ram_mb=2048, cpus=2, disk_gb=10, arch="x86_64",
+                               distribution="debian-12")
+    assert allocation.computer_fits(computer, {"computer": "n1", "min-ram-mb": 2048,
+                                               "arch": "x86_64"})
+    assert not allocation.computer_fits(computer, {"min-ram-mb": 4096})
+    assert not allocation.computer_fits(computer, {"computer": "n2"})
+    assert not allocation.computer_fits(computer, {"distribution": "debian-11"})
+
+
+@pytest.mark.parametrize("text, cents", [("0", 0), ("4.99", 499), ("10", 1000), ("0.5", 50)])
+def test_prices_are_stored_in_cents(text, cents):
+    assert catalog.parse_price(text) == cents
+
+
+@pytest.mark.parametrize("text", ["-1", "abc", "1.234", "nan", "inf"])
+def test_bad_prices_are_refused(text):
+    with pytest.raises(BadRequest):
+        catalog.parse_price(text)
+
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "use_passwd": {"type": "boolean"},
+        "name": {"type": "string"},
+    },
+}
+
+
+def test_xml_strings_are_read_as_the_schema_types():
+    release = SimpleNamespace(title="t", parameter_schema=SCHEMA)
+    catalog.validate_parameters(release, {"port": "8080", "use_passwd": "true", "name": "x"})
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"port": "0"}, "port"), ({"port": "eighty"}, "port"), ({"use_passwd": "maybe"}, "use_passwd"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_schema_errors_name_the_field(params, field):
+    release = SimpleNamespace(title="t", parameter_schema=SCHEMA)
+    with pytest.raises(Invalid) as info:
+        catalog.validate_parameters(release, params)
+    assert field in info.value.message
+
+
+def test_invalid_schema_is_refused():
+    with pytest.raises(BadRequest, match="not valid JSON Schema"):
+        catalog.check_schema({"type": "no-such-type"})
+
+
+def test_settled_means_what_was_requested_or_error():
+    assert settled_for("started", InstanceStatus.READY)
+    assert not settled_for("started", InstanceStatus.DEPLOYING)
+    assert settled_for("stopped", InstanceStatus.STOPPED)
+    assert settled_for("destroyed", InstanceStatus.DESTROYED)
+    assert settled_for("started", InstanceStatus.ERROR)
+    assert not settled_for("destroyed", InstanceStatus.READY)
