@@ -1,17 +1,18 @@
 """Allocation: which partition of which computer takes an instance.
 
 Owns the node filter (``--node key=value``: its keys, their parsing, the
-decision whether a computer fits) as pure functions, and the one query that
-picks a free partition inside the caller's write transaction. The unique
-constraint on ``instances.partition_id`` is what finally guarantees that no
-partition ever holds two instances; on PostgreSQL the candidate row is also
-locked (``FOR UPDATE SKIP LOCKED``) so that concurrent requests take
-different partitions instead of retrying.
+decision whether a computer fits) as pure functions, and, inside the caller's
+write transaction, the choice of a free partition and its claim. A claim is a
+compare-and-set (``UPDATE partitions SET instance_id = :i WHERE id = :p AND
+instance_id IS NULL``): of two concurrent requests for one partition exactly
+one wins, whatever the database and its isolation level; the loser picks
+again. On PostgreSQL the candidate row is also locked (``FOR UPDATE SKIP
+LOCKED``) so that concurrent requests take different partitions at once.
 """
 
-from sqlalchemy import exists, select
+from sqlalchemy import select, update
 
-from .models import Computer, Instance, Partition, Supply
+from .models import Computer, Partition, Supply
 
 # key -> (description, parser). The parsed value is compared in computer_fits().
 FILTER_KEYS = {
@@ -78,25 +79,43 @@ def filter_clauses(node_filter):
 
 
 def find_free_partition(session, sr_url, node_filter, computer_id=None):
-    """A free partition fitting the filter, or None.
+    """The id of a free partition fitting the filter, or None.
 
     Computers that already have the software release are preferred (no build
     to wait for), then partitions in a stable order so that a node fills up
-    predictably.
+    predictably. Each query walks the partial index of free partitions.
     """
-    occupied = exists().where(Instance.partition_id == Partition.id)
-    supplied = (select(Supply.id)
-                .where(Supply.computer_id == Computer.id, Supply.url == sr_url,
-                       Supply.requested == "available")
-                .exists())
-    query = (select(Partition)
-             .join(Computer, Partition.computer_id == Computer.id)
-             .where(~occupied, Computer.credential_hash.is_not(None),
-                    *filter_clauses(node_filter))
-             .order_by(supplied.desc(), Computer.id, Partition.id)
-             .limit(1))
+    base = (select(Partition.id)
+            .join(Computer, Partition.computer_id == Computer.id)
+            .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None),
+                   *filter_clauses(node_filter))
+            .order_by(Partition.computer_id, Partition.id)
+            .limit(1))
     if computer_id is not None:
-        query = query.where(Computer.id == computer_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=Partition, skip_locked=True)
-    return session.scalars(query).first()
+        base = base.where(Partition.computer_id == computer_id)
+    supplied = base.where(select(Supply.id).where(
+        Supply.computer_id == Partition.computer_id, Supply.url == sr_url,
+        Supply.requested == "available").exists())
+    locking = session.get_bind().dialect.name == "postgresql"
+    for query in (supplied, base):
+        if locking:
+            query = query.with_for_update(of=Partition, skip_locked=True)
+        found = session.scalars(query).first()
+        if found is not None:
+            return found
+    return None
+
+
+def claim(session, partition_id, instance_id):
+    """Give the partition to the instance if it is still free. True if it was."""
+    result = session.execute(update(Partition)
+                             .where(Partition.id == partition_id, Partition.instance_id.is_(None))
+                             .values(instance_id=instance_id)
+                             .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def release(session, instance_id):
+    """Free whatever partition holds the instance."""
+    session.execute(update(Partition).where(Partition.instance_id == instance_id)
+                    .values(instance_id=None).execution_options(synchronize_session=False))

@@ -22,7 +22,7 @@ from slapnode import __version__
 
 from .api import catalog, computers, instances, node, users
 from .errors import ApiError
-from .users import NodeCredentials
+from .users import NodeCredentials, UserTokens
 
 log = logging.getLogger("slapnode.master")
 API = "/api/v1"
@@ -48,6 +48,7 @@ def create_app(master):
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None)
     app.state.master = master
     app.state.nodes = NodeCredentials()
+    app.state.user_tokens = UserTokens()
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError):

@@ -17,7 +17,7 @@ from slapnode.states import DESTROYED, InstanceStatus, SupplyStatus
 from . import auth, catalog, instances
 from .core import touch_computer, touch_instance
 from .errors import BadRequest, Conflict, NotFound, Unauthorized
-from .models import Computer, EnrollmentToken, Instance, Partition, Supply, utcnow
+from .models import Computer, EnrollmentToken, Instance, Partition, Supply, iso, utcnow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENROLLMENT_LIFETIME = dt.timedelta(days=7)
@@ -107,7 +107,7 @@ def report_partitions(session, computer, reported):
     for reference, partition in existing.items():
         if reference in seen:
             continue
-        holder = session.scalars(select(Instance).where(Instance.partition_id == partition.id)).first()
+        holder = session.get(Instance, partition.instance_id) if partition.instance_id else None
         if holder is not None:
             raise Conflict(f"partition {reference} holds instance {holder.title!r}; "
                            "it can be removed once that instance is destroyed")
@@ -153,8 +153,9 @@ def desired_state(session, computer):
                                .order_by(Supply.id)).all()
     partitions = session.scalars(select(Partition).where(Partition.computer_id == computer.id)
                                  .order_by(Partition.id)).all()
-    placed = {i.partition_id: i for i in session.scalars(select(Instance).where(
-        Instance.partition_id.in_([p.id for p in partitions])))} if partitions else {}
+    held = [p.instance_id for p in partitions if p.instance_id is not None]
+    by_id = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(held)))} if held else {}
+    placed = {p.id: by_id[p.instance_id] for p in partitions if p.instance_id in by_id}
     hosts = [i.id for i in placed.values()]
     shared = {}
     if hosts:
@@ -198,9 +199,9 @@ def apply_report(session, computer, report):
         partition = partitions.get(item["partition"])
         if partition is None:
             raise NotFound(f"this computer has no partition {item['partition']!r}")
-        instance = session.scalars(select(Instance).where(Instance.partition_id == partition.id)).first()
-        if instance is None or instance.id != item["instance_id"]:
+        if partition.instance_id is None or partition.instance_id != item["instance_id"]:
             continue        # stale: the partition changed hands since the node looked
+        instance = session.get(Instance, partition.instance_id)
         _instance_report(session, instance, item)
     for item in report.get("shared", []):
         instance = session.get(Instance, item["instance_id"])
@@ -255,15 +256,14 @@ def view(computer, total=0, used=0):
         "distribution": computer.distribution,
         "trusted_builder": computer.trusted_builder,
         "revision": computer.revision,
-        "last_seen": computer.last_seen.isoformat() if computer.last_seen else None,
+        "last_seen": iso(computer.last_seen),
     }
 
 
 def list_all(session):
     counts = dict(session.execute(select(Partition.computer_id, func.count(Partition.id))
                                   .group_by(Partition.computer_id)).all())
-    used = dict(session.execute(select(Partition.computer_id, func.count(Instance.id))
-                                .join(Instance, Instance.partition_id == Partition.id)
+    used = dict(session.execute(select(Partition.computer_id, func.count(Partition.instance_id))
                                 .group_by(Partition.computer_id)).all())
     return [view(c, counts.get(c.id, 0), used.get(c.id, 0))
             for c in session.scalars(select(Computer).order_by(Computer.name))]

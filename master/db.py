@@ -9,6 +9,7 @@ and running the Alembic migrations.
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect
@@ -74,11 +75,14 @@ class Database:
 
     ``read()`` for queries, ``write()`` for anything that changes rows. On
     PostgreSQL both use one engine; on SQLite writes take the write lock
-    up front (``BEGIN IMMEDIATE``).
+    up front (``BEGIN IMMEDIATE``), and writers of this process queue on a
+    lock first: SQLite's own busy handler makes waiters sleep up to 100 ms,
+    which would leave the database idle while requests wait.
     """
 
     def __init__(self, url):
         self.url = url
+        self._writer = threading.Lock() if is_sqlite(url) else contextlib.nullcontext()
         if is_sqlite(url):
             self.read_engine = _sqlite_engine(url, "BEGIN")
             self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
@@ -100,7 +104,7 @@ class Database:
     @contextlib.contextmanager
     def write(self):
         """A session in one transaction: committed on success, rolled back on error."""
-        with self._write() as session, session.begin():
+        with self._writer, self._write() as session, session.begin():
             yield session
 
     def dispose(self):

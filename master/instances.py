@@ -16,7 +16,7 @@ from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
 from . import allocation, catalog
 from .core import touch_computer, touch_instance
 from .errors import BadRequest, Conflict, Invalid, NotFound
-from .models import Computer, Instance, Partition, Supply, utcnow
+from .models import Computer, Instance, Partition, Supply, iso, utcnow
 
 TITLE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 TYPE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -41,7 +41,7 @@ def _ensure_supply(session, computer_id, url):
 
 
 def _host_computer_id(session, instance):
-    if instance.partition_id is not None:
+    if instance.partition is not None:
         return instance.partition.computer_id
     if instance.host_instance_id is not None:
         host = session.get(Instance, instance.host_instance_id)
@@ -53,7 +53,7 @@ def _host_computer_id(session, instance):
 def _find_host(session, instance):
     """A started, placed, non-shared instance of the same release and type."""
     query = (select(Instance)
-             .join(Partition, Instance.partition_id == Partition.id)
+             .join(Partition, Partition.instance_id == Instance.id)
              .join(Computer, Partition.computer_id == Computer.id)
              .where(Instance.shared.is_(False), Instance.sr_url == instance.sr_url,
                     Instance.software_type == instance.software_type,
@@ -76,14 +76,19 @@ def place(session, instance, computer_id=None):
         touch_computer(session, host.partition.computer_id)
         touch_instance(session, instance.id)
         return True
-    partition = allocation.find_free_partition(session, instance.sr_url,
-                                               instance.node_filter or {}, computer_id)
-    if partition is None:
+    for _attempt in range(10):
+        partition_id = allocation.find_free_partition(session, instance.sr_url,
+                                                      instance.node_filter or {}, computer_id)
+        if partition_id is None:
+            return False
+        if allocation.claim(session, partition_id, instance.id):
+            break
+    else:
         return False
-    instance.partition_id = partition.id
+    session.expire(instance, ["partition"])
+    partition = session.get(Partition, partition_id)
     instance.status = InstanceStatus.DEPLOYING
     instance.updated_at = utcnow()
-    session.flush()     # the unique constraint speaks now, inside the retry
     _ensure_supply(session, partition.computer_id, instance.sr_url)
     touch_computer(session, partition.computer_id)
     touch_instance(session, instance.id)
@@ -112,7 +117,8 @@ def place_pending(session, computer_id=None):
 def free(session, instance, reason=""):
     """The instance is gone: free its partition and detach its shared instances."""
     computer_id = _host_computer_id(session, instance)
-    instance.partition_id = None
+    allocation.release(session, instance.id)
+    session.expire(instance, ["partition"])
     instance.host_instance_id = None
     instance.status = InstanceStatus.DESTROYED
     instance.status_reason = reason
@@ -205,7 +211,7 @@ def _set_state(session, instance, state, force=False):
     instance.requested_state = state
     instance.updated_at = utcnow()
     touch_instance(session, instance.id)
-    placed = instance.partition_id is not None or instance.host_instance_id is not None
+    placed = instance.partition is not None or instance.host_instance_id is not None
     if not placed:
         if state == DESTROYED:
             free(session, instance)
@@ -213,7 +219,7 @@ def _set_state(session, instance, state, force=False):
     if instance.shared and state == DESTROYED:
         free(session, instance)        # the host drops it from its list at once
         return True
-    if instance.partition_id is not None:
+    if instance.partition is not None:
         _ensure_supply(session, instance.partition.computer_id, instance.sr_url)
     instance.status = InstanceStatus.DEPLOYING
     instance.status_reason = ""
@@ -264,8 +270,8 @@ def view(session, instance):
         "node_filter": instance.node_filter,
         "connection": instance.connection,
         "promises": instance.promises,
-        "created_at": instance.created_at.isoformat(),
-        "updated_at": instance.updated_at.isoformat(),
+        "created_at": iso(instance.created_at),
+        "updated_at": iso(instance.updated_at),
     }
 
 

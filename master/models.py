@@ -3,14 +3,16 @@
 Owns the data model only: users and their tokens, the software release
 catalog, computers with their partitions and supplies, enrollment tokens,
 and instances. Constraints here are the last line of defence of the
-allocation rules: a partition holds at most one instance
-(``instances.partition_id`` is unique) and a title is unique per owner.
+allocation rules: a partition holds at most one instance (it has one
+``instance_id`` column), an instance is in at most one partition (that column
+is unique), and a title is unique per owner. Free partitions are found
+through a partial index, so allocation stays cheap on big nodes.
 """
 
 import datetime as dt
 
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from slapnode.states import InstanceStatus, SupplyStatus
@@ -18,6 +20,15 @@ from slapnode.states import InstanceStatus, SupplyStatus
 
 def utcnow():
     return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(moment):
+    """ISO 8601 in UTC; SQLite hands back naive datetimes, which are UTC here."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.isoformat()
 
 
 class Base(DeclarativeBase):
@@ -99,7 +110,17 @@ class Partition(Base):
     """A slot on a computer, as the node reported it."""
 
     __tablename__ = "partitions"
-    __table_args__ = (UniqueConstraint("computer_id", "reference"),)
+    __table_args__ = (
+        UniqueConstraint("computer_id", "reference"),
+        # Free partitions, in allocation order.
+        Index("ix_partitions_free", "computer_id", "id",
+              sqlite_where=text("instance_id IS NULL"), postgresql_where=text("instance_id IS NULL")),
+        # An instance is in at most one partition. Partial, so that no planner
+        # uses it to look for free partitions (NULLs) instead of the index above.
+        Index("ux_partitions_instance", "instance_id", unique=True,
+              sqlite_where=text("instance_id IS NOT NULL"),
+              postgresql_where=text("instance_id IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     computer_id: Mapped[int] = mapped_column(ForeignKey("computers.id", ondelete="CASCADE"), index=True)
@@ -108,6 +129,10 @@ class Partition(Base):
     ipv4: Mapped[str] = mapped_column(String(64), default="")
     ipv6: Mapped[str] = mapped_column(String(64), default="")
     tap: Mapped[str] = mapped_column(String(64), default="")
+    # The instance this partition holds. Set only by allocation.claim() (a
+    # compare-and-set) and cleared when the node reports the instance destroyed.
+    instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("instances.id", ondelete="SET NULL"), nullable=True)
 
     computer: Mapped[Computer] = relationship(lazy="joined")
 
@@ -142,10 +167,6 @@ class Instance(Base):
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
     node_filter: Mapped[dict] = mapped_column(JSON, default=dict)
     requested_state: Mapped[str] = mapped_column(String(16))
-    # At most one instance per partition: the unique constraint makes double
-    # allocation impossible, whatever the isolation level of the database.
-    partition_id: Mapped[int | None] = mapped_column(
-        ForeignKey("partitions.id", ondelete="SET NULL"), unique=True, nullable=True)
     host_instance_id: Mapped[int | None] = mapped_column(
         ForeignKey("instances.id", ondelete="SET NULL"), nullable=True, index=True)
     connection: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -156,4 +177,6 @@ class Instance(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     owner: Mapped[User] = relationship(lazy="joined")
-    partition: Mapped[Partition | None] = relationship(lazy="joined")
+    partition: Mapped[Partition | None] = relationship(
+        lazy="joined", uselist=False, viewonly=True,
+        primaryjoin="Partition.instance_id == Instance.id")

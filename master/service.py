@@ -89,11 +89,14 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
     from .app import create_app
 
     url = dbmod.resolve_url(data_dir, url)
+    not_initialised = SlapnodeError(f"the database at {data_dir} is not initialised; "
+                                    f"run `slapnode master init --data-dir {data_dir}` first")
+    if dbmod.is_sqlite(url) and not Path(url.split(":///", 1)[-1]).exists():
+        raise not_initialised
     master = Master(url, releases_dir=releases_dir())
     if not dbmod.is_migrated(master.db):
         master.dispose()
-        raise SlapnodeError(f"the database at {data_dir} is not initialised; "
-                           f"run `slapnode master init --data-dir {data_dir}` first")
+        raise not_initialised
     dbmod.migrate(master.db)    # a newer slapnode may bring migrations
     _raise_fd_limit()
     config = uvicorn.Config(create_app(master), host=host, port=port, log_level=log_level,

@@ -7,6 +7,7 @@ check. Tokens are never stored or logged in clear.
 """
 
 import re
+import time
 
 from sqlalchemy import select
 
@@ -51,6 +52,31 @@ def authenticate_user(session, token):
 def require_admin(principal):
     if not principal.is_admin:
         raise Forbidden(f"user {principal.name!r} is not an admin; only admins may do this")
+
+
+class UserTokens:
+    """User token hash -> UserPrincipal, remembered for ``ttl`` seconds.
+
+    Saves a query on every call; a user's admin flag or a new token is seen
+    within ``ttl`` seconds at worst.
+    """
+
+    def __init__(self, ttl=30.0, size=10000):
+        self.ttl = ttl
+        self.size = size
+        self._cache = {}
+
+    def authenticate(self, session_factory, token):
+        if token is not None and token.startswith(auth.USER_PREFIX):
+            hit = self._cache.get(auth.hash_token(token))
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        with session_factory() as session:
+            principal = authenticate_user(session, token)
+        if len(self._cache) >= self.size:
+            self._cache.clear()
+        self._cache[auth.hash_token(token)] = (time.monotonic() + self.ttl, principal)
+        return principal
 
 
 class NodeCredentials:

@@ -80,3 +80,21 @@ def test_settled_means_what_was_requested_or_error():
     assert settled_for("destroyed", InstanceStatus.DESTROYED)
     assert settled_for("started", InstanceStatus.ERROR)
     assert not settled_for("destroyed", InstanceStatus.READY)
+
+
+def test_migrations_match_the_models(tmp_path):
+    """A model change without its Alembic migration fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from slapnode.master import db as dbmod
+    from slapnode.master.models import Base
+
+    database = dbmod.Database(f"sqlite:///{tmp_path}/m.db")
+    try:
+        dbmod.migrate(database)
+        with database.read_engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        database.dispose()
+    assert diff == []

@@ -18,6 +18,12 @@ def user_in(session, request):
     return users.authenticate_user(session, token_of(request))
 
 
+def user_of(request):
+    """The calling user, from the token cache (a query only on a miss)."""
+    master = master_of(request)
+    return request.app.state.user_tokens.authenticate(master.db.read, token_of(request))
+
+
 def admin_in(session, request):
     principal = user_in(session, request)
     users.require_admin(principal)

@@ -4,13 +4,14 @@ import asyncio
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from slapnode.states import settled_for
 
 from .. import instances
 from ..core import instance_key
 from .bodies import InstanceRequest, StateChange
-from .deps import master_of, user_in
+from .deps import master_of, user_in, user_of
 
 router = APIRouter(tags=["instances"])
 
@@ -19,13 +20,14 @@ MAX_WAIT = 300.0
 
 @router.post("/instances")
 def request_instance(body: InstanceRequest, request: Request):
+    user = user_of(request)         # outside the write transaction: it is the hot path
+
     def run(session):
-        user = user_in(session, request)
         instance, changed = instances.request(
             session, user, body.title, body.software, body.type, body.parameters,
             body.shared, body.node, body.state)
         return {**instances.view(session, instance), "changed": changed}
-    return master_of(request).write(run)
+    return JSONResponse(master_of(request).write(run))
 
 
 @router.get("/instances")

@@ -35,7 +35,12 @@ def add(ctx, name, admin, as_json):
 @json_option
 @pass_context
 def whoami(ctx, as_json):
-    """Show who the token belongs to."""
+    """Show who the token belongs to.
+
+    \b
+    Example:
+      slapnode user whoami --json
+    """
     result = ctx.client.me()
     if as_json:
         print_json(result)

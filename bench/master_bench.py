@@ -1,0 +1,184 @@
+"""Master benchmark: desired-state polls, instance requests, idle long-polls.
+
+Starts a fresh master (SQLite by default, or ``--db URL``), enrolls a computer
+with many partitions through the real node API, then measures with wrk (a C
+load generator, so the client is not the bottleneck on this 2-core machine):
+
+* unchanged desired-state polls per second (``after=<current revision>``);
+* instance requests per second (each a new title: allocation, supply, revision);
+* RSS of the master holding N idle long-polls (``wait=120``), and the latency
+  of a health check while they are held.
+
+Targets (issue 2): >= 1,000 polls/s, >= 200 requests/s, 5,000 idle long-polls
+under 300 MB RSS. Prints a table; medians of ``--runs`` runs.
+
+    .venv/bin/python bench/master_bench.py [--runs 3] [--db URL] [--long-polls 5000]
+"""
+
+import argparse
+import asyncio
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import start_master, stop_process  # noqa: E402  (same start-up as the tests)
+
+from slapnode.client import Client  # noqa: E402
+
+REQUEST_LUA = r"""
+local counter = 0
+local prefix = tostring(math.random(1, 1000000000))
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"title": "bench-%s-%d", "software": "bench", "parameters": {"name": "n%d"}}',
+    prefix, counter, counter)
+  return wrk.format("POST", "/api/v1/instances", nil, body)
+end
+"""
+
+
+def wrk(url, token, seconds, connections, threads, script=None):
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+           "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = re.search(r"Latency\s+(\S+)", out).group(1)
+    return rate, int(errors.group(1)) if errors else 0, latency
+
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def hold_long_polls(host, port, path, token, count, settle):
+    """Open ``count`` connections, each parked on a long-poll; return when all are sent."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n").encode()
+    writers = []
+    sem = asyncio.Semaphore(200)
+
+    async def one():
+        async with sem:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(request)
+            await writer.drain()
+            writers.append((reader, writer))
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    await asyncio.sleep(settle)
+    return writers
+
+
+def measure_long_polls(master_url, pid, credential, after, count):
+    host, port = master_url.split("//")[1].split(":")
+    loop = asyncio.new_event_loop()
+    before = rss_mb(pid)
+    started = time.monotonic()
+    writers = loop.run_until_complete(hold_long_polls(
+        host, int(port), f"/api/v1/node/desired-state?after={after}&wait=120", credential,
+        count, settle=2.0))
+    opened = time.monotonic() - started
+    held = rss_mb(pid)
+    t0 = time.monotonic()
+    requests.get(master_url + "/api/v1/health", timeout=30)
+    health_ms = (time.monotonic() - t0) * 1000
+    # still parked? none of them should have an answer yet
+    answered = sum(1 for reader, _ in writers if reader.at_eof() or len(reader._buffer))
+    for _, writer in writers:
+        writer.close()
+    loop.run_until_complete(asyncio.sleep(0.5))
+    loop.close()
+    return before, held, opened, health_ms, answered
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--db", help="SQLAlchemy URL of an EMPTY database (default: SQLite)")
+    parser.add_argument("--long-polls", type=int, default=5000)
+    parser.add_argument("--partitions", type=int, default=5000)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    data_dir = Path(tempfile.mkdtemp(prefix="slapnode-bench-master-"))
+    proc = None
+    try:
+        proc, url, admin = start_master(data_dir, args.db)
+        log_path = data_dir / "serve.log"
+        print(f"master pid {proc.pid} at {url} ({'SQLite' if not args.db else 'PostgreSQL'}), "
+              f"{os.cpu_count()} CPUs; medians of {args.runs} runs of {args.seconds} s", flush=True)
+        client = Client(url, admin)
+        client.add_software("http://bench.example/bench.cfg", "bench")
+        token = client.add_user("bench")["token"]
+        enroll = client.create_enrollment_token("bench-node")["token"]
+        credential = Client(url).enroll(enroll)["credential"]
+        node = Client(url, credential)
+        node.report_partitions([{"reference": f"slappart{i}"} for i in range(args.partitions)])
+        revision = node.desired_state()["revision"]
+
+        rows = []
+        print("measuring polls...", flush=True)
+        poll_url = f"{url}/api/v1/node/desired-state?after={revision}"
+        polls = [wrk(poll_url, credential, args.seconds, 32, 1) for _ in range(args.runs)]
+        rate = statistics.median(p[0] for p in polls)
+        rows.append(("unchanged desired-state polls/s", f"{rate:,.0f}", ">= 1,000",
+                     rate >= 1000, f"errors {sum(p[1] for p in polls)}, latency {polls[-1][2]}"))
+
+        print("measuring requests...", flush=True)
+        script = data_dir / "request.lua"
+        script.write_text(REQUEST_LUA)
+        reqs = [wrk(url + "/api/v1/instances", token, args.seconds, 8, 1, str(script))
+                for _ in range(args.runs)]
+        rate = statistics.median(r[0] for r in reqs)
+        placed = sum(1 for i in Client(url, token).list_instances() if i["partition"])
+        rows.append(("instance requests/s (new titles)", f"{rate:,.0f}", ">= 200", rate >= 200,
+                     f"errors {sum(r[1] for r in reqs)}, latency {reqs[-1][2]}, {placed} placed"))
+
+        print("measuring long-polls...", flush=True)
+        time.sleep(1)       # let the requests wrk left in flight commit
+        revision = node.desired_state()["revision"]
+        results = [measure_long_polls(url, proc.pid, credential, revision, args.long_polls)
+                   for _ in range(args.runs)]
+        held = statistics.median(r[1] for r in results)
+        rows.append((f"RSS with {args.long_polls:,} idle long-polls (MB)", f"{held:.0f}", "< 300",
+                     held < 300, f"idle {results[-1][0]:.0f} MB before, opened in "
+                                 f"{statistics.median(r[2] for r in results):.1f} s, health check "
+                                 f"{statistics.median(r[3] for r in results):.0f} ms while held, "
+                                 f"answered early: {results[-1][4]}"))
+
+        width = max(len(r[0]) for r in rows)
+        print(f"\n{'measure'.ljust(width)}  {'median':>10}  {'target':>9}  ok   notes")
+        for name, value, target, ok, notes in rows:
+            print(f"{name.ljust(width)}  {value:>10}  {target:>9}  {'yes' if ok else 'NO ':3}  {notes}")
+    except Exception:
+        if proc is not None and (data_dir / "serve.log").exists():
+            print("master log tail:\n" + (data_dir / "serve.log").read_text()[-2000:], file=sys.stderr)
+        raise
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""The user CLI: the contract other tools use. Exit codes, one-line errors, --json."""
+
+import json
+import threading
+
+import click
+import pytest
+
+from slapnode.cli import cli
+
+from .conftest import run_cli, unique_name
+
+
+def all_commands(group=cli, path=()):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from all_commands(command, path + (name,))
+        else:
+            yield path + (name,)
+
+
+@pytest.mark.parametrize("path", sorted(all_commands()), ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    result = run_cli([*path, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.stdout, f"`slapnode {' '.join(path)} --help` shows no example"
+
+
+def test_top_level_help_shows_examples():
+    result = run_cli(["--help"])
+    assert result.exit_code == 0 and "Examples" in result.stdout
+
+
+def test_usage_errors_exit_2_with_one_line():
+    result = run_cli(["instance", "request"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_master_is_one_clear_line():
+    result = run_cli(["software", "list"], master="http://127.0.0.1:9", token="snu_x")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the master" in lines[0]
+
+
+def test_missing_master_says_how_to_give_one():
+    result = run_cli(["software", "list"], master=None, token=None)
+    assert result.exit_code == 2
+    assert "--master" in result.stderr
+
+
+def test_client_config_file_supplies_master_and_token(master, tmp_path):
+    config = tmp_path / "client.cfg"
+    config.write_text(f"[client]\nmaster = {master.url}\ntoken = {master.admin_token}\n")
+    result = run_cli(["user", "whoami"], env={"SLAPNODE_CLIENT_CONFIG": str(config)})
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "admin (admin)"
+
+
+def test_user_add_prints_a_working_token_last(master):
+    name = unique_name("cli")
+    result = master.cli("user", "add", name)
+    assert result.exit_code == 0, result.stderr
+    token = result.last_line
+    assert master.cli("user", "whoami", token=token).stdout.strip() == name
+
+
+def test_non_admin_cannot_add_software(master):
+    _, token = master.new_user()
+    result = master.cli("software", "add", "http://x.example/a.cfg", "--title", unique_name("t"),
+                        token=token)
+    assert result.exit_code == 1
+    assert "not an admin" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_software_add_list_show_supply_remove(master, make_node, tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}}))
+    title = unique_name("sr")
+    url = f"http://releases.example/{title}.cfg"
+    assert master.cli("software", "add", url, "--title", title, "--price", "2.5",
+                      "--schema", str(schema)).exit_code == 0
+    listed = json.loads(master.cli("software", "list", "--json").stdout)
+    entry = next(e for e in listed if e["title"] == title)
+    assert entry["price_per_month"] == "2.50" and entry["has_schema"]
+    node = make_node(partitions=1)
+    assert master.cli("software", "supply", title, "--node", node.name).exit_code == 0
+    shown = json.loads(master.cli("software", "show", url, "--json").stdout)
+    assert shown["supplies"][0]["node"] == node.name
+    assert master.cli("software", "remove", title, "--node", node.name).exit_code == 0
+    assert {"url": url, "state": "destroyed"} in node.desired()["software"]
+
+
+def test_bad_schema_file_is_a_usage_error(master, tmp_path):
+    bad = tmp_path / "schema.json"
+    bad.write_text("{nope")
+    result = master.cli("software", "add", "http://x.example/b.cfg", "--title", unique_name("t"),
+                        "--schema", str(bad))
+    assert result.exit_code == 2 and "not valid JSON" in result.stderr
+
+
+def test_node_token_create_and_list(master):
+    name = unique_name("node")
+    result = master.cli("node", "token", "create", name)
+    assert result.exit_code == 0 and result.last_line.startswith("sne_")
+    rows = json.loads(master.cli("node", "list", "--json").stdout)
+    assert all(r["name"] != name for r in rows)   # not enrolled yet: not a computer yet
+
+
+@pytest.fixture
+def catalog_entry(master):
+    title = unique_name("sr")
+    master.client().add_software(f"http://releases.example/{title}.cfg", title)
+    return title
+
+
+def test_instance_request_from_an_xml_file(master, make_node, catalog_entry, tmp_path):
+    node = make_node(partitions=1)
+    xml = tmp_path / "params.xml"
+    xml.write_text('<?xml version="1.0"?><instance><parameter id="name">Ada</parameter></instance>')
+    _, token = master.new_user()
+    result = master.cli("instance", "request", "x", catalog_entry, "--parameters-xml", str(xml),
+                        "--node", f"computer={node.name}", "--json", token=token)
+    assert result.exit_code == 0, result.stderr
+    view = json.loads(result.stdout)
+    for key in ("title", "software", "type", "state", "status", "node", "partition",
+                "parameters", "connection"):
+        assert key in view
+    assert view["parameters"] == {"name": "Ada"} and view["node"] == node.name
+
+
+def test_instance_request_with_json_in_xml_from_stdin(master, make_node, catalog_entry):
+    make_node(partitions=1)
+    _, token = master.new_user()
+    doc = '<instance><parameter id="_">{"n": 3, "list": [1]}</parameter></instance>'
+    result = master.cli("instance", "request", "x", catalog_entry, "--parameters-xml", "-",
+                        "--json", token=token, input=doc)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["parameters"] == {"n": 3, "list": [1]}
+
+
+@pytest.mark.parametrize("doc", [
+    '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><instance><parameter id="a">&e;</parameter></instance>',
+    "<instance><parameter id='a'>1</parameter>",
+    "<instance><parameter id='a'>1</parameter><parameter id='a'>2</parameter></instance>",
+])
+def test_hostile_or_malformed_xml_is_refused_and_nothing_is_stored(master, catalog_entry, doc):
+    _, token = master.new_user()
+    result = master.cli("instance", "request", "x", catalog_entry, "--parameters-xml", "-",
+                        token=token, input=doc)
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "root:" not in result.stderr
+    assert master.client(token).list_instances() == []
+
+
+def test_duplicate_parameter_is_a_usage_error(master, catalog_entry):
+    result = master.cli("instance", "request", "x", catalog_entry, "--parameter", "a=1",
+                        "--parameter", "a=2")
+    assert result.exit_code == 2 and "twice" in result.stderr
+
+
+def test_unknown_software_fails_with_the_reason(master):
+    _, token = master.new_user()
+    result = master.cli("instance", "request", "x", "no-such-release", token=token)
+    assert result.exit_code == 1
+    assert "neither a catalog URL nor a catalog title" in result.stderr
+
+
+def test_wait_times_out_with_exit_1(master, catalog_entry):
+    _, token = master.new_user()
+    result = master.cli("instance", "request", "x", catalog_entry, "--node", "computer=nowhere",
+                        "--wait", "0.5", token=token)
+    assert result.exit_code == 1
+    assert "still pending after 0.5 s" in result.stderr
+
+
+def test_wait_returns_the_connection_parameters_once_ready(master, make_node, catalog_entry):
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    revision = node.desired()["revision"]
+
+    def act_as_node():
+        instance = node.client.desired_state(after=revision, wait=10)
+        instance = next(p["instance"] for p in instance["partitions"] if p["instance"])
+        node.report_instance("slappart0", instance["id"], "ready", {"url": "http://10.9.0.2:8080/"})
+
+    helper = threading.Thread(target=act_as_node)
+    helper.start()
+    result = master.cli("instance", "request", "w", catalog_entry, "--node",
+                        f"computer={node.name}", "--wait", "20", token=token)
+    helper.join(20)
+    assert result.exit_code == 0, result.stderr
+    assert "ready" in result.stdout and "url = http://10.9.0.2:8080/" in result.stdout
+
+
+def test_stop_start_destroy_and_list(master, make_node, catalog_entry):
+    make_node(partitions=1)
+    _, token = master.new_user()
+    assert master.cli("instance", "request", "x", catalog_entry, token=token).exit_code == 0
+    assert json.loads(master.cli("instance", "stop", "x", "--json", token=token).stdout)["state"] == "stopped"
+    assert json.loads(master.cli("instance", "start", "x", "--json", token=token).stdout)["state"] == "started"
+    assert json.loads(master.cli("instance", "destroy", "x", "--json", token=token).stdout)["state"] == "destroyed"
+    rows = json.loads(master.cli("instance", "list", "--json", token=token).stdout)
+    assert [r["title"] for r in rows] == ["x"]
+    table = master.cli("instance", "list", token=token).stdout
+    assert table.splitlines()[0].split()[:3] == ["TITLE", "STATUS", "STATE"]
+
+
+def test_show_unknown_instance_is_one_line(master):
+    result = master.cli("instance", "show", "nope")
+    assert result.exit_code == 1 and "no instance 'nope'" in result.stderr
+
+
+def test_show_xml_prints_connection_parameters_as_slapos_xml(master, make_node, catalog_entry):
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    master.cli("instance", "request", "x", catalog_entry, "--node", f"computer={node.name}",
+               token=token)
+    instance = node.instance_on("slappart0")
+    node.report_instance("slappart0", instance["id"], "ready", {"url": "http://h/"})
+    result = master.cli("instance", "show", "x", "--xml", token=token)
+    assert '<parameter id="url">http://h/</parameter>' in result.stdout
+
+
+def test_bad_listen_address_is_a_usage_error(tmp_path):
+    result = run_cli(["master", "serve", "--data-dir", str(tmp_path), "--listen", "nowhere"])
+    assert result.exit_code == 2 and "HOST:PORT" in result.stderr
+
+
+def test_serve_before_init_says_to_run_init(tmp_path):
+    result = run_cli(["master", "serve", "--data-dir", str(tmp_path / "fresh"),
+                      "--listen", "127.0.0.1:1"])
+    assert result.exit_code == 1 and "master init" in result.stderr
+
+
+def test_init_with_an_unreachable_database_is_one_line(tmp_path):
+    result = run_cli(["master", "init", "--data-dir", str(tmp_path),
+                      "--db", "postgresql+psycopg://nobody:x@127.0.0.1:9/none"])
+    assert result.exit_code == 1
+    assert "cannot use the database" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
