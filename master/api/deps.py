@@ -1,4 +1,7 @@
-"""What every API module needs: the master object and who is calling."""
+"""What every API module needs: the master object, who is calling, and
+long-poll waits that end when the caller goes away."""
+
+import asyncio
 
 from fastapi import Request
 
@@ -34,3 +37,24 @@ def node_of(request):
     """The calling node (cached; touches the database only on a cache miss)."""
     master = master_of(request)
     return request.app.state.nodes.authenticate(master.db.read, token_of(request))
+
+
+async def _disconnected(request):
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request, awaitable):
+    """Await ``awaitable``; give up (return None) if the client disconnects first,
+    so that a node that went away does not leave a waiter parked."""
+    waiter = asyncio.ensure_future(awaitable)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiter, watcher):
+            if not task.done():
+                task.cancel()
+    return waiter.result() if waiter in done else None

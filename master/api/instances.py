@@ -4,14 +4,14 @@ import asyncio
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from slapnode.states import settled_for
 
 from .. import instances
 from ..core import instance_key
 from .bodies import InstanceRequest, StateChange
-from .deps import master_of, user_in, user_of
+from .deps import master_of, unless_disconnected, user_in, user_of
 
 router = APIRouter(tags=["instances"])
 
@@ -58,7 +58,9 @@ async def show_instance(request: Request, title: str,
         instance_id, view = await run_in_threadpool(_show, request, title)
         if settled_for(view["state"], view["status"]):
             break
-        await board.wait_past(instance_key(instance_id), seen, deadline - loop.time())
+        if await unless_disconnected(request, board.wait_past(
+                instance_key(instance_id), seen, deadline - loop.time())) is None:
+            return Response(status_code=204)      # the caller went away
         instance_id, view = await run_in_threadpool(_show, request, title)
     return view
 

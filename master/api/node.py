@@ -7,13 +7,13 @@ and parks waiters on the revision board, holding no database connection.
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from .. import computers
 from ..core import computer_key
 from ..models import Computer
 from .bodies import Capacity, Enrollment, NodeReport, PartitionReport
-from .deps import master_of, node_of
+from .deps import master_of, node_of, unless_disconnected
 
 router = APIRouter(prefix="/node", tags=["node"])
 
@@ -77,15 +77,15 @@ async def desired_state(request: Request, after: int | None = Query(None, ge=0),
     while the revision is still N, waiting up to ``wait`` seconds for a change."""
     master = master_of(request)
     node = node_of(request)
-    if node is None:        # pragma: no cover - node_of raises
-        return None
     key = computer_key(node.computer_id)
     if after is not None:
         current = master.board.get(key)
         if current is None:
             current = await run_in_threadpool(_revision, master, node.computer_id)
         if current <= after and wait > 0:
-            current = await master.board.wait_past(key, after, wait)
+            current = await unless_disconnected(request, master.board.wait_past(key, after, wait))
+            if current is None:         # the node went away
+                return Response(status_code=204)
         if current <= after:
             return JSONResponse({"revision": current, "changed": False})
     doc = await run_in_threadpool(_document, master, node.computer_id)
