@@ -425,3 +425,21 @@ def test_malformed_json_body_is_a_4xx(master):
                            headers={"Authorization": f"Bearer {master.admin_token}",
                                     "Content-Type": "application/json"})
     assert answer.status_code == 422
+
+
+def test_a_refused_change_leaves_the_instance_as_it_was(master, make_node):
+    schema = {"type": "object", "properties": {"port": {"type": "integer"}}}
+    url, title = add_release(master, schema=schema)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    user.request_instance(title="i", software=title, parameters={"port": "80"},
+                          node={"computer": node.name})
+    revision = node.desired()["revision"]
+    expect_error(422, user.request_instance, title="i", software=title,
+                 parameters={"port": "eighty"}, node={"computer": node.name})
+    expect_error(404, user.request_instance, title="i", software="no-such-release")
+    expect_error(422, user.request_instance, title="i", software=title, node={"bogus": "1"})
+    view = user.show_instance("i")
+    assert view["parameters"] == {"port": "80"} and view["software"] == url
+    assert node.desired()["revision"] == revision
