@@ -111,17 +111,24 @@ def report_partitions(session, computer, reported):
         if holder is not None:
             raise Conflict(f"partition {reference} holds instance {holder.title!r}; "
                            "it can be removed once that instance is destroyed")
+    changed = False
     for reference, partition in existing.items():
         if reference not in seen:
             session.delete(partition)
+            changed = True
     for item in reported:
         partition = existing.get(item["reference"])
         if partition is None:
             partition = Partition(computer_id=computer.id, reference=item["reference"])
             session.add(partition)
+            changed = True
         for key in ("unix_user", "ipv4", "ipv6", "tap"):
-            setattr(partition, key, item.get(key) or "")
+            if getattr(partition, key) != (item.get(key) or ""):
+                setattr(partition, key, item.get(key) or "")
+                changed = True
     computer.last_seen = utcnow()
+    if not changed:         # a re-format with nothing to do: no new revision for the node
+        return
     touch_computer(session, computer.id)
     session.flush()
     instances.place_pending(session, computer.id)

@@ -55,3 +55,148 @@ def list_(ctx, as_json):
                        ("CPUS", "cpus"), ("RAM_MB", "ram_mb"), ("DISK_GB", "disk_gb"),
                        ("ARCH", "arch"), ("DISTRIBUTION", "distribution"),
                        ("LAST_SEEN", "last_seen")])
+
+
+# -- this machine as a node ------------------------------------------------------------
+
+def config_option(fn):
+    return click.option("--config", "config_path", metavar="PATH", envvar="SLAPNODE_CONFIG",
+                        help="Node config (default /etc/slapnode/node.cfg, or SLAPNODE_CONFIG).")(fn)
+
+
+def node_client(config):
+    from ..client import Client
+
+    if not config.master or not config.credential:
+        return None
+    return Client(config.master, config.credential)
+
+
+@group.command("register")
+@click.option("--master", "master_url", required=True, metavar="URL", help="The master's URL.")
+@click.option("--token", required=True, metavar="TOKEN",
+              help="One-time enrollment token from `slapnode node token create`.")
+@click.option("--name", help="This computer's name (must match the token's).")
+@config_option
+@click.option("--partitions", type=click.IntRange(0, 4000), help="How many partitions [4].")
+@click.option("--user-prefix", help="Partition users are PREFIX0, PREFIX1, ... [slapuser].")
+@click.option("--instance-root", type=click.Path(), help="Partition directories [/srv/slapnode].")
+@click.option("--software-root", type=click.Path(), help="Built software [/opt/slapnode/software].")
+@click.option("--bridge", help="Bridge for the partitions' addresses [slapbr0].")
+@click.option("--ipv4-range", metavar="CIDR", help="Private IPv4 range [a free 10.x/16].")
+@click.option("--ipv6-range", metavar="CIDR",
+              help="IPv6 range [inside the machine's global prefix, else a ULA /64].")
+@click.option("--isolation", type=click.Choice(["lxc", "user"]),
+              help="lxc (the default where LXC is installed) or user.")
+def register(master_url, token, name, config_path, **options):
+    """Enroll this machine with the master and write the node config.
+
+    Exchanges the one-time TOKEN for a node credential (kept in the config, 0600) and
+    reports the machine's capacity. Then run `slapnode node format`.
+
+    \b
+    Example:
+      slapnode node register --master http://master.example:8480 --token sne_... --partitions 10
+    """
+    from ..node import register as do_register
+
+    config, path, notes = do_register.register(master_url, token, name, config_path, options)
+    for note in notes:
+        click.echo(note, err=True)
+    click.echo(f"enrolled as {config.name}; node config written to {path} (mode 0600)")
+    click.echo("next: slapnode node format" + (f" --config {path}" if config_path else ""))
+
+
+@group.command("format")
+@config_option
+@click.option("--remove", is_flag=True, help="Remove everything format made (same as unformat).")
+@json_option
+def format_(config_path, remove, as_json):
+    """Make this machine's partitions match the node config, and tell the master.
+
+    Creates the partition users and directories, the bridge and the addresses; grows or
+    shrinks (only free partitions) to the configured count. Safe to run again.
+
+    \b
+    Example:
+      slapnode node format
+      slapnode node format --config /etc/slapnode/node.cfg --json
+    """
+    _format(config_path, remove, as_json)
+
+
+@group.command("unformat")
+@config_option
+@click.option("--force", is_flag=True,
+              help="Do not ask the master whether partitions are free (it is gone for good).")
+@json_option
+def unformat(config_path, force, as_json):
+    """Remove what format made: partitions, users, addresses, the bridge, the software root.
+
+    Refuses while a partition holds an instance (the master is asked) or runs processes.
+
+    \b
+    Example:
+      slapnode node unformat
+    """
+    _format(config_path, True, as_json, force)
+
+
+def _format(config_path, remove, as_json, force=False):
+    import time
+
+    from .. import format as fmt
+    from .. import nodeconfig
+    from ..errors import SlapnodeError
+
+    started = time.monotonic()
+    config = nodeconfig.load(config_path)
+    say = (lambda m: None) if as_json else (lambda m: click.echo(m, err=True))
+    outcome = fmt.reconcile(config, node_client(config), remove_all=remove, progress=say,
+                            force=force)
+    took = time.monotonic() - started
+    if as_json:
+        print_json({"partitions": len(outcome.partitions), "added": outcome.added,
+                    "removed": outcome.removed, "addresses_added": outcome.addresses_added,
+                    "addresses_removed": outcome.addresses_removed, "reported": outcome.reported,
+                    "report_error": outcome.report_error or None, "seconds": round(took, 3)})
+    else:
+        what = "unformatted" if remove else (
+            f"{len(outcome.partitions)} partitions ready" if outcome.changed else
+            f"{len(outcome.partitions)} partitions already up to date")
+        click.echo(f"{what} in {took:.2f} s ({outcome.addresses_added} addresses added, "
+                   f"{outcome.addresses_removed} removed)")
+    if outcome.report_error:
+        raise SlapnodeError(f"formatted locally, but the master did not take the report: "
+                            f"{outcome.report_error}; run `slapnode node format` again")
+
+
+@group.command("status")
+@config_option
+@json_option
+def status(config_path, as_json):
+    """Show this node's partitions: users, addresses, and whether each is free or busy.
+
+    \b
+    Example:
+      slapnode node status --json
+    """
+    from .. import format as fmt
+    from .. import nodeconfig
+
+    config = nodeconfig.load(config_path)
+    rows, master_error = fmt.status(config, node_client(config))
+    if as_json:
+        print_json({"node": config.name, "isolation": config.isolation, "bridge": config.bridge,
+                    "master_error": master_error or None, "partitions": rows})
+        return
+    click.echo(f"node {config.name} (isolation {config.isolation}, bridge {config.bridge})")
+    if config.isolation == "user":
+        click.echo("isolation = user: partitions are separate users only, without containers",
+                   err=True)
+    if master_error:
+        click.echo(f"master unreachable ({master_error}): free/busy unknown", err=True)
+    print_table([{**r, "formatted": "yes" if r["formatted"] else "NO"} for r in rows],
+                [("PARTITION", "reference"), ("USER", "user"), ("UID", "uid"), ("IPV4", "ipv4"),
+                 ("IPV6", "ipv6"), ("FORMATTED", "formatted"), ("STATE", "state"),
+                 ("INSTANCE", "instance")])

@@ -1,0 +1,1 @@
+"""The node side: enrollment now; the agent (software, instances) next."""

@@ -1,0 +1,73 @@
+"""``node register``: enroll this machine and write its node config.
+
+Owns the defaults that work on a plain Debian machine (partitions, prefixes,
+roots, a private IPv4 range that overlaps nothing here, an IPv6 range from the
+machine's global prefix or else a ULA said clearly, LXC where it is
+installed), the config checks before the one-time token is spent, and the
+exchange of the token for a node credential.
+"""
+
+import shutil
+
+from .. import machine, nodeconfig
+from ..client import Client
+from ..errors import UsageError
+
+
+def default_isolation():
+    return "lxc" if shutil.which("lxc-execute") else "user"
+
+
+def build_config(base, master_url, options, netns=None):
+    """The config to write: ``base`` (an existing config or defaults) plus options.
+    Returns (config, notes to tell the sysadmin)."""
+    notes = []
+    values = dict(base.__dict__)
+    values["master"] = master_url.rstrip("/")
+    renames = {"ipv4_range": "ipv4_range", "ipv6_range": "ipv6_range"}
+    for key, value in options.items():
+        if value is not None:
+            values[renames.get(key, key)] = value
+    config = nodeconfig.NodeConfig(**values)
+    others = machine.other_networks(exclude={config.bridge}, netns=netns or config.netns)
+    if options.get("ipv4_range") is None and base.ipv4_range == nodeconfig.NodeConfig.ipv4_range:
+        picked = nodeconfig.pick_ipv4_range(others)
+        if picked is None:
+            raise UsageError("every default private IPv4 range overlaps a network of this machine; "
+                             "give one with --ipv4-range")
+        config.ipv4_range = picked
+    if not config.ipv6_range:
+        found = machine.global_ipv6(netns=netns or config.netns)
+        if found and nodeconfig.global_range(found[1], found[2]):
+            config.ipv6_range = nodeconfig.global_range(found[1], found[2])
+            config.ipv6_source, config.ipv6_uplink = "global", found[0]
+            notes.append(f"partitions get global IPv6 addresses from {config.ipv6_range} "
+                         f"(inside {found[0]}'s prefix; this machine answers NDP for them)")
+        else:
+            config.ipv6_range = nodeconfig.ula_range(machine.machine_id())
+            config.ipv6_source = "ula"
+            notes.append(f"no global IPv6 prefix on this machine: partitions get ULA addresses "
+                         f"from {config.ipv6_range}, reachable from this machine only; give "
+                         "--ipv6-range to use routed addresses")
+    if options.get("isolation") is None and not base.credential:
+        config.isolation = default_isolation()
+    if config.isolation == "user":
+        notes.append("isolation = user: partitions are separate Unix users without LXC "
+                     "containers (install Debian's lxc for full isolation)")
+    nodeconfig.check(config, others)
+    return config, notes
+
+
+def register(master_url, token, name, config_path, options):
+    path = nodeconfig.config_path(config_path)
+    base = nodeconfig.load(path) if path.exists() else nodeconfig.NodeConfig()
+    config, notes = build_config(base, master_url, options)
+    capacity = machine.capacity(config.instance_root)
+    answer = Client(config.master).enroll(token, name=name, capacity=capacity)
+    config.name = answer["computer"]
+    config.credential = answer["credential"]
+    try:
+        nodeconfig.save(config, path)
+    except PermissionError:
+        raise UsageError(f"cannot write {path}: run as root, or pass --config PATH") from None
+    return config, path, notes

@@ -1,0 +1,284 @@
+"""The node's configuration file (``/etc/slapnode/node.cfg``): defaults, reading,
+writing, and the checks that refuse a bad config before anything changes.
+
+Owns every tunable of a node in one place (like piku). The file is INI::
+
+    [node]
+    master = http://master.example:8480
+    credential = snn_...            # secret: the file is root 0600
+    name = volunteer-1
+    partitions = 4
+    ...
+    [network]
+    bridge = slapbr0
+    ...
+
+Checks here are pure (they take what they need to know about the machine as
+arguments), so that they are unit-tested without root.
+"""
+
+import configparser
+import ipaddress
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .errors import UsageError
+
+DEFAULT_PATH = "/etc/slapnode/node.cfg"
+ISOLATIONS = ("lxc", "user")
+BRIDGE_TYPES = ("bridge", "existing")
+IPV6_SOURCES = ("ula", "global")
+MAX_PARTITIONS = 4000
+
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,20}$")        # user and partition prefixes
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def config_path(path=None):
+    return Path(path or os.environ.get("SLAPNODE_CONFIG") or DEFAULT_PATH)
+
+
+@dataclass
+class NodeConfig:
+    # [node]
+    master: str = ""
+    credential: str = ""
+    name: str = ""
+    partitions: int = 4
+    user_prefix: str = "slapuser"
+    partition_prefix: str = "slappart"
+    software_user: str = "slapsoft"
+    instance_root: str = "/srv/slapnode"
+    software_root: str = "/opt/slapnode/software"
+    state_dir: str = "/var/lib/slapnode"
+    isolation: str = "lxc"
+    # [network]
+    bridge: str = "slapbr0"
+    bridge_type: str = "bridge"
+    ipv4_range: str = "10.221.0.0/16"
+    ipv6_range: str = ""
+    ipv6_source: str = "ula"
+    ipv6_uplink: str = ""           # with a global prefix: the interface that has it (NDP proxy)
+    tap: bool = False
+    tap_prefix: str = "slaptap"
+    netns: str = ""                 # run the network part inside this network namespace (tests)
+
+    SECTIONS = {"network": ("bridge", "bridge_type", "ipv4_range", "ipv6_range", "ipv6_source",
+                            "ipv6_uplink", "tap", "tap_prefix", "netns")}
+
+    @classmethod
+    def section_of(cls, name):
+        for section, names in cls.SECTIONS.items():
+            if name in names:
+                return section
+        return "node"
+
+    # -- derived values ---------------------------------------------------------------
+    @property
+    def ipv4_network(self):
+        return ipaddress.ip_network(self.ipv4_range, strict=False)
+
+    @property
+    def ipv6_network(self):
+        return ipaddress.ip_network(self.ipv6_range, strict=False)
+
+    def partition_reference(self, index):
+        return f"{self.partition_prefix}{index}"
+
+    def partition_user(self, index):
+        return f"{self.user_prefix}{index}"
+
+    def partition_path(self, index):
+        return Path(self.instance_root) / self.partition_reference(index)
+
+    def tap_name(self, index):
+        return f"{self.tap_prefix}{index}"
+
+    def public(self):
+        """The config without its secret, for printing."""
+        values = asdict(self)
+        values["credential"] = "(hidden)" if self.credential else ""
+        return values
+
+
+def _convert(name, kind, raw, source):
+    try:
+        if kind is bool or kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+                raise ValueError
+            return lowered in ("true", "yes", "1", "on")
+        if kind is int or kind == "int":
+            return int(raw)
+        return raw.strip()
+    except ValueError:
+        raise UsageError(f"{source}: {name} = {raw!r} is not a valid "
+                         f"{'true/false' if kind in (bool, 'bool') else 'number'}") from None
+
+
+def load(path=None):
+    path = config_path(path)
+    if not path.exists():
+        raise UsageError(f"no node config at {path}; enroll first with "
+                         "`slapnode node register --master URL --token TOKEN` (or pass --config)")
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path)
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UsageError(f"{path}: not a valid node config ({first})") from None
+    known = {f.name: f for f in fields(NodeConfig)}
+    values = {}
+    for section in parser.sections():
+        for name, raw in parser.items(section):
+            if name not in known or NodeConfig.section_of(name) != section:
+                raise UsageError(f"{path}: unknown option {name!r} in [{section}]")
+            values[name] = _convert(name, known[name].type, raw, path)
+    return NodeConfig(**values)
+
+
+def save(config, path=None):
+    path = config_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parser = configparser.ConfigParser(interpolation=None)
+    for section in ("node", "network"):
+        parser.add_section(section)
+    for item in fields(NodeConfig):
+        value = getattr(config, item.name)
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        parser.set(NodeConfig.section_of(item.name), item.name, str(value))
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write("# slapnode node configuration; holds the node credential (keep it 0600)\n")
+        parser.write(stream)
+    os.replace(tmp, path)
+    return path
+
+
+def check(config, other_networks=()):
+    """Refuse a config that cannot work. ``other_networks``: the networks of the
+    addresses already on the machine outside our bridge. Raises UsageError."""
+    problems = []
+    if not NAME_RE.match(config.user_prefix):
+        problems.append(f"user_prefix {config.user_prefix!r} must be lowercase letters, digits, "
+                        "'_' or '-', at most 21 characters")
+    if not NAME_RE.match(config.partition_prefix):
+        problems.append(f"partition_prefix {config.partition_prefix!r} is not a valid name")
+    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", config.software_user):
+        problems.append(f"software_user {config.software_user!r} is not a valid user name")
+    if config.software_user.startswith(config.user_prefix) and \
+            config.software_user[len(config.user_prefix):].isdigit():
+        problems.append(f"software_user {config.software_user!r} looks like a partition user")
+    if not 0 <= config.partitions <= MAX_PARTITIONS:
+        problems.append(f"partitions = {config.partitions}: must be between 0 and {MAX_PARTITIONS}")
+    if config.isolation not in ISOLATIONS:
+        problems.append(f"isolation {config.isolation!r} must be one of {', '.join(ISOLATIONS)}")
+    if config.bridge_type not in BRIDGE_TYPES:
+        problems.append(f"bridge_type {config.bridge_type!r} is unknown; use one of "
+                        f"{', '.join(BRIDGE_TYPES)}")
+    if not IFNAME_RE.match(config.bridge):
+        problems.append(f"bridge {config.bridge!r} must be 1-15 letters, digits, '_', '.' or '-'")
+    if config.tap and not IFNAME_RE.match(config.tap_name(max(config.partitions - 1, 0))):
+        problems.append(f"tap_prefix {config.tap_prefix!r} makes interface names over 15 characters")
+    for root in ("instance_root", "software_root", "state_dir"):
+        if not os.path.isabs(getattr(config, root)):
+            problems.append(f"{root} {getattr(config, root)!r} must be an absolute path")
+    if os.path.abspath(config.instance_root) == os.path.abspath(config.software_root):
+        problems.append("instance_root and software_root must differ")
+    if config.ipv6_source not in IPV6_SOURCES:
+        problems.append(f"ipv6_source {config.ipv6_source!r} must be ula or global")
+    problems += _check_ranges(config, other_networks)
+    if problems:
+        raise UsageError("bad node config: " + "; ".join(problems))
+
+
+def _check_ranges(config, other_networks):
+    problems = []
+    try:
+        v4 = ipaddress.ip_network(config.ipv4_range, strict=False)
+        if v4.version != 4:
+            raise ValueError
+    except ValueError:
+        return [f"ipv4_range {config.ipv4_range!r} is not an IPv4 network (e.g. 10.221.0.0/16)"]
+    try:
+        v6 = ipaddress.ip_network(config.ipv6_range, strict=False)
+        if v6.version != 6:
+            raise ValueError
+    except ValueError:
+        return [f"ipv6_range {config.ipv6_range!r} is not an IPv6 network (e.g. fd12:3456:789a::/64)"]
+    # network address, gateway (.1), one per partition, broadcast
+    if v4.num_addresses < config.partitions + 3:
+        problems.append(f"ipv4_range {v4} holds {max(v4.num_addresses - 3, 0)} partition addresses, "
+                        f"fewer than the {config.partitions} partitions; use a larger range")
+    if v6.num_addresses < config.partitions + 2:
+        problems.append(f"ipv6_range {v6} is too small for {config.partitions} partitions")
+    if not v4.is_private:
+        problems.append(f"ipv4_range {v4} is not a private range (10/8, 172.16/12, 192.168/16)")
+    for other in other_networks:
+        if other.version == 4 and other.prefixlen > 0 and v4.overlaps(other):
+            problems.append(f"ipv4_range {v4} overlaps {other}, already on this machine; pick another")
+        if other.version == 6 and other.prefixlen > 0 and v6.overlaps(other) and \
+                config.ipv6_source != "global":
+            problems.append(f"ipv6_range {v6} overlaps {other}, already on this machine; pick another")
+    return problems
+
+
+@dataclass
+class Addresses:
+    """The addresses of one partition, derived from its index: stable across runs."""
+
+    ipv4: str
+    ipv6: str
+
+
+def gateway_v4(config):
+    return config.ipv4_network.network_address + 1
+
+
+def gateway_v6(config):
+    return config.ipv6_network.network_address + 1
+
+
+def partition_addresses(config, index):
+    """Partition ``index`` always gets the same two addresses (after the gateway)."""
+    return Addresses(str(config.ipv4_network.network_address + 2 + index),
+                     str(config.ipv6_network.network_address + 2 + index))
+
+
+def ula_range(machine_id):
+    """A ULA /64 derived from the machine id: stable for this machine, unlikely elsewhere."""
+    import hashlib
+
+    digest = hashlib.sha256(("slapnode:" + machine_id).encode()).digest()
+    prefix = bytes([0xFD]) + digest[:5] + b"\x5a\x00" + bytes(8)
+    return str(ipaddress.IPv6Network((prefix, 64)))
+
+
+def global_range(address, prefixlen):
+    """Partition addresses inside the machine's own global prefix: a /80 of it."""
+    network = ipaddress.ip_network(f"{address}/{prefixlen}", strict=False)
+    if network.prefixlen > 64:
+        return None
+    base = int(network.network_address) | (0x5A5A << 48)
+    return str(ipaddress.IPv6Network((base, 80)))
+
+
+def is_global_v6(address):
+    addr = ipaddress.ip_address(address)
+    return addr.version == 6 and addr in ipaddress.ip_network("2000::/3") and not addr.is_private
+
+
+PRIVATE_V4_CANDIDATES = ("10.221.0.0/16", "10.222.0.0/16", "172.29.0.0/16", "192.168.221.0/24")
+
+
+def pick_ipv4_range(other_networks):
+    for candidate in PRIVATE_V4_CANDIDATES:
+        network = ipaddress.ip_network(candidate)
+        if not any(o.version == 4 and o.prefixlen > 0 and network.overlaps(o) for o in other_networks):
+            return candidate
+    return None
+
