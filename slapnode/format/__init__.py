@@ -87,7 +87,9 @@ def reconcile(config, client=None, remove_all=False, progress=None, force=False)
     # 1. read the machine; refuse a bad config before anything changes
     from .. import machine
 
-    nodeconfig.check(target, machine.other_networks(exclude={config.bridge}, netns=config.netns))
+    # (removing everything must work even if the machine's networks changed since)
+    nodeconfig.check(target, [] if remove_all else
+                     machine.other_networks(exclude={config.bridge}, netns=config.netns))
     known_users = users.all_users()
     problems = plan.collisions(target, known_users, users.all_group_names())
     if problems:

@@ -13,6 +13,7 @@ import ipaddress
 from ..errors import SlapnodeError
 
 IFA_F_NODAD = 0x02          # usable at once: no duplicate address detection delay
+NTF_PROXY = 0x08            # a proxy neighbour entry (answer NDP for this address)
 
 
 @contextlib.contextmanager
@@ -124,7 +125,8 @@ def set_ndp_proxy(ipr, uplink, addresses, present=True, netns=None):
         write_sysctl(f"net.ipv6.conf.{uplink}.proxy_ndp", 1, netns)
     for address in addresses:
         try:
-            ipr.neigh("add" if present else "del", dst=address, ifindex=index, proxy=True)
+            ipr.neigh("add" if present else "del", dst=address, ifindex=index, family=10,
+                      flags=NTF_PROXY)
         except Exception as exc:
             if getattr(exc, "code", None) not in (17, 2):      # EEXIST, ENOENT
                 raise
