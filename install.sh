@@ -24,7 +24,7 @@ apt_install() {
 }
 
 # Runtime: Python with venv, a compiler for wheels that may need one, curl for the demo.
-apt_install python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates
+apt_install python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates passwd iproute2
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   /usr/bin/python3 -m venv .venv

@@ -161,6 +161,9 @@ class Client:
         return self.call("POST", "/node/enroll", json={"token": token, "name": name,
                                                        "capacity": capacity or {}})
 
+    def report_capacity(self, capacity):
+        return self.call("PUT", "/node/capacity", json=capacity)
+
     def report_partitions(self, partitions):
         return self.call("PUT", "/node/partitions", json={"partitions": partitions})
 

@@ -358,6 +358,8 @@ def test_a_global_prefix_gives_partitions_global_addresses_with_ndp_proxy(node):
     for spec in plan.desired_partitions(node.config):
         assert spec.ipv6.startswith("2a0c:b641:42:7:5a5a:") and spec.ipv6 in proxies
     assert node.ns("cat", "/proc/sys/net/ipv6/conf/snup0/proxy_ndp").strip() == "1"
+    routes = node.ns("ip", "-6", "route", "show", "2a0c:b641:42:7:5a5a::/80")
+    assert f"dev {node.config.bridge}" in routes
 
 
 def replace_v6(config):

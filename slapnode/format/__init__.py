@@ -109,9 +109,8 @@ def reconcile(config, client=None, remove_all=False, progress=None, force=False)
 
     # 2. users and directories
     if not remove_all:
-        soft = users.ensure_software_user(config)
+        users.ensure_software_user(config)
         users.ensure_dir(config.instance_root, 0, 0, 0o755)
-        del soft
     created = {}
     for spec in partition_plan.add:
         created[spec.index] = users.create_user(spec.user, spec.path, spec.gecos)
@@ -139,11 +138,13 @@ def reconcile(config, client=None, remove_all=False, progress=None, force=False)
         except OSError:
             pass
 
-    # 4. tell the master
+    # 4. tell the master (and keep its view of this machine's capacity fresh)
     if client is not None and not outcome.reported:
         try:
             client.report_partitions(_report_items(outcome.partitions))
             outcome.reported = True
+            if not remove_all:
+                client.report_capacity(machine.capacity(config.instance_root))
         except MasterError as exc:
             outcome.report_error = str(exc)
     return outcome
@@ -185,6 +186,9 @@ def _reconcile_network(ipr, config, target, remove_all, outcome, created, existi
         network.add_tap(ipr, name, info.uid, info.gid, index)
     outcome.taps_added, outcome.taps_removed = len(taps_add), len(taps_remove)
     if config.ipv6_uplink and config.ipv6_source == "global":
+        # The partitions' slice of the global prefix is reached through the bridge;
+        # the uplink answers neighbour solicitations for each partition address.
+        network.ensure_route(ipr, config.ipv6_network, index)
         network.set_ndp_proxy(ipr, config.ipv6_uplink, plan.proxied_addresses(config),
                               netns=config.netns)
 

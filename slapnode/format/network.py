@@ -130,3 +130,12 @@ def set_ndp_proxy(ipr, uplink, addresses, present=True, netns=None):
         except Exception as exc:
             if getattr(exc, "code", None) not in (17, 2):      # EEXIST, ENOENT
                 raise
+
+
+def ensure_route(ipr, destination, index):
+    """A route for ``destination`` (a network) through the bridge."""
+    try:
+        ipr.route("add", dst=str(destination), oif=index)
+    except Exception as exc:
+        if getattr(exc, "code", None) != 17:        # EEXIST: already there
+            raise
