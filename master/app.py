@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slapnode import __version__
 
-from .api import catalog, computers, instances, node, users
+from .api import cache, catalog, computers, instances, node, users
 from .errors import ApiError
 from .users import NodeCredentials, UserTokens
 
@@ -82,7 +82,7 @@ def create_app(master):
     def health():
         return {"ok": True, "version": __version__}
 
-    for module in (users, catalog, computers, instances, node):
+    for module in (users, catalog, computers, instances, cache, node):
         app.include_router(module.router, prefix=API)
 
     if master.releases_dir and Path(master.releases_dir).is_dir():

@@ -175,7 +175,8 @@ def desired_state(session, computer):
     return {
         "computer": computer.name,
         "revision": computer.revision,
-        "software": [{"url": s.url, "state": s.requested} for s in supplies],
+        "trusted_builder": computer.trusted_builder,
+        "software": [{"url": s.url, "state": s.requested, "status": s.status} for s in supplies],
         "partitions": [
             {
                 "reference": p.reference,
@@ -275,3 +276,11 @@ def list_all(session):
     return [view(c, counts.get(c.id, 0), used.get(c.id, 0))
             for c in session.scalars(select(Computer).order_by(Computer.name))]
 
+
+
+def set_trusted(session, name, trusted):
+    computer = get_by_name(session, name)
+    if computer.trusted_builder != trusted:
+        computer.trusted_builder = trusted
+        touch_computer(session, computer.id)
+    return computer

@@ -8,6 +8,7 @@ commit wake the long-polls waiting on those computers and instances.
 """
 
 import time
+from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -38,10 +39,11 @@ def touch_instance(session, instance_id):
 
 
 class Master:
-    def __init__(self, url, releases_dir=None):
+    def __init__(self, url, releases_dir=None, data_dir=None):
         self.db = Database(url)
         self.board = RevisionBoard()
         self.releases_dir = releases_dir
+        self.cache_dir = Path(data_dir) / "cache" if data_dir else None
 
     def seed_revisions(self):
         with self.db.read() as session:

@@ -180,3 +180,18 @@ class Instance(Base):
     partition: Mapped[Partition | None] = relationship(
         lazy="joined", uselist=False, viewonly=True,
         primaryjoin="Partition.instance_id == Instance.id")
+
+
+class CacheEntry(Base):
+    """A built software release archive uploaded by a trusted builder."""
+
+    __tablename__ = "cache_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(String(1024))
+    platform: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    computer_id: Mapped[int | None] = mapped_column(ForeignKey("computers.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -93,7 +93,7 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
                                     f"run `slapnode master init --data-dir {data_dir}` first")
     if dbmod.is_sqlite(url) and not Path(url.split(":///", 1)[-1]).exists():
         raise not_initialised
-    master = Master(url, releases_dir=releases_dir())
+    master = Master(url, releases_dir=releases_dir(), data_dir=data_dir)
     if not dbmod.is_migrated(master.db):
         master.dispose()
         raise not_initialised

@@ -141,6 +141,10 @@ class Client:
     def list_computers(self):
         return self.call("GET", "/computers")
 
+    def set_trusted(self, name, trusted=True):
+        return self.call("PATCH", f"/computers/{quote(name, safe='')}",
+                         json={"trusted_builder": trusted})
+
     # instances
     def request_instance(self, **body):
         return self.call("POST", "/instances", json=body)
@@ -179,3 +183,31 @@ class Client:
     def report(self, software=(), instances=(), shared=()):
         return self.call("POST", "/node/report", json={
             "software": list(software), "instances": list(instances), "shared": list(shared)})
+
+    # binary cache (node side)
+    def cache_lookup(self, key):
+        try:
+            return self.call("GET", f"/node/cache/{key}")
+        except MasterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def cache_download(self, key, path):
+        url = f"{self.master}{API}/node/cache/{key}/archive"
+        try:
+            with self.session.get(url, stream=True, timeout=self.timeout) as response:
+                if response.status_code != 200:
+                    raise MasterError(f"cache download failed: HTTP {response.status_code}",
+                                      status=response.status_code)
+                with open(path, "wb") as out:
+                    for chunk in response.iter_content(1 << 20):
+                        out.write(chunk)
+        except requests.RequestException as exc:
+            raise MasterError(f"cache download failed: {exc}") from None
+
+    def cache_upload(self, key, path, digest, url, platform):
+        with open(path, "rb") as stream:
+            return self.call("PUT", f"/node/cache/{key}", data=stream, timeout=600,
+                             params={"digest": digest, "url": url, "platform": platform},
+                             headers={"Content-Type": "application/gzip"})

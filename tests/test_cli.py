@@ -89,7 +89,7 @@ def test_software_add_list_show_supply_remove(master, make_node, tmp_path):
     shown = json.loads(master.cli("software", "show", url, "--json").stdout)
     assert shown["supplies"][0]["node"] == node.name
     assert master.cli("software", "remove", title, "--node", node.name).exit_code == 0
-    assert {"url": url, "state": "destroyed"} in node.desired()["software"]
+    assert [(s["url"], s["state"]) for s in node.desired()["software"]] == [(url, "destroyed")]
 
 
 def test_bad_schema_file_is_a_usage_error(master, tmp_path):

@@ -187,7 +187,8 @@ def test_request_places_on_a_free_partition_and_supplies_the_release(master, mak
     assert view["status"] == "deploying"
     assert (view["node"], view["partition"]) == (node.name, "slappart0")
     desired = node.desired()
-    assert {"url": url, "state": "available"} in desired["software"]
+    assert [(s["url"], s["state"], s["status"]) for s in desired["software"]] == \
+        [(url, "available", "pending")]
     instance = node.instance_on("slappart0")
     assert instance["parameters"] == {"name": "Ada"} and instance["state"] == "started"
     assert master.client().show_software(title)["supplies"][0]["node"] == node.name

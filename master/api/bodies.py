@@ -32,6 +32,10 @@ class EnrollmentTokenCreate(Body):
     name: str = Field(min_length=1, max_length=64)
 
 
+class TrustChange(Body):
+    trusted_builder: bool
+
+
 class InstanceRequest(Body):
     title: str = Field(min_length=1, max_length=128)
     software: str = Field(default="", max_length=1024)

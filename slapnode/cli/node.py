@@ -200,3 +200,53 @@ def status(config_path, as_json):
                 [("PARTITION", "reference"), ("USER", "user"), ("UID", "uid"), ("IPV4", "ipv4"),
                  ("IPV6", "ipv6"), ("FORMATTED", "formatted"), ("STATE", "state"),
                  ("INSTANCE", "instance")])
+
+
+@group.command("software")
+@config_option
+@click.option("--force", is_flag=True, help="Retry failed builds now, without waiting for backoff.")
+@json_option
+def software(config_path, force, as_json):
+    """Build every software release supplied to this node; remove destroyed ones.
+
+    Builds run as the software user (never root), two at a time; a release a
+    trusted builder put in the master's binary cache is downloaded instead.
+
+    \b
+    Example:
+      slapnode node software
+    """
+    from .. import nodeconfig
+    from ..errors import SlapnodeError
+    from ..software.supply import SoftwarePass
+
+    config = nodeconfig.load(config_path)
+    client = node_client(config)
+    if client is None:
+        raise SlapnodeError("the node config has no master or credential; run `slapnode node register`")
+    say = (lambda m: None) if as_json else (lambda m: click.echo(m, err=True))
+    results = SoftwarePass(config, client, say).run(client.desired_state(), force=force)
+    if as_json:
+        print_json([r.__dict__ for r in results])
+    failed = [r for r in results if r.status == "error"]
+    if failed:
+        raise SlapnodeError(f"{len(failed)} release(s) failed to build; first: {failed[0].url}: "
+                            f"{failed[0].how}")
+
+
+@group.command("trust")
+@click.argument("name")
+@click.option("--revoke", is_flag=True, help="Stop trusting the node as a builder.")
+@pass_context
+def trust(ctx, name, revoke):
+    """Trust computer NAME as a builder: its builds fill the binary cache (admins only).
+
+    Never trust volunteer machines: other nodes run what a trusted builder uploads.
+
+    \b
+    Example:
+      slapnode node trust build-1
+    """
+    result = ctx.client.set_trusted(name, not revoke)
+    click.echo(f"{result['name']} is {'now' if result['trusted_builder'] else 'no longer'} "
+               "a trusted builder")

@@ -129,3 +129,83 @@ def remove(ctx, software, node, as_json):
         print_json(result)
     else:
         click.echo(f"{result['software']} will be removed from {result['node']}")
+
+
+@group.command("build")
+@click.argument("profile")
+@click.option("--software-root", type=click.Path(file_okay=False), default="./software",
+              show_default=True, help="Where to build (one directory per release URL).")
+@click.option("--user", "as_user", metavar="NAME",
+              help="Build as this unprivileged user (needed when you are root).")
+@click.option("--offline", is_flag=True, help="Use only the download cache.")
+def build(profile, software_root, as_user, offline):
+    """Build the software release PROFILE (a path or URL) locally, for release authors.
+
+    Prints each part as it is installed; the full log is in DIR/.build.log.
+    Running it again with nothing changed does nothing.
+
+    \b
+    Example:
+      slapnode software build software-releases/hello/software.cfg --software-root /tmp/sw
+    """
+    import os
+    import time
+
+    from ..software import engine, software_dir
+
+    url = profile if "://" in profile else os.path.abspath(profile)
+    directory = software_dir(software_root, url)
+    cache = os.path.join(os.path.abspath(software_root), engine.DOWNLOAD_CACHE)
+    started = time.monotonic()
+    if as_user:
+        from ..software.supply import SoftwareUser
+
+        try:
+            user = SoftwareUser(as_user)
+        except KeyError:
+            raise UsageError(f"--user {as_user!r}: no such user") from None
+        for path in (software_root, cache, directory):
+            os.makedirs(path, exist_ok=True)
+            user.own(path)
+        result = user.run("build", url, directory, cache, *(["--offline"] if offline else []))
+        if result.returncode != 0:
+            from ..errors import SlapnodeError
+
+            raise SlapnodeError((result.stderr.strip().splitlines() or ["build failed"])[-1]
+                                + f" (log: {directory}/{engine.LOG})")
+        digest, built = result.stdout.split()[-1], "up to date" not in result.stdout
+    else:
+        if os.geteuid() == 0:
+            raise UsageError("building as root is refused; run as an unprivileged user or "
+                             "pass --user NAME (e.g. --user slapsoft)")
+        log = _Tee(directory)
+        try:
+            digest, built = engine.build(url, directory, cache, log=log, offline=offline)
+        finally:
+            log.close()
+    took = time.monotonic() - started
+    click.echo(f"{'built' if built else 'up to date:'} {directory} in {took:.2f} s "
+               f"(profile {digest[:12]})")
+
+
+class _Tee:
+    """The build log, also shown on stderr as it goes."""
+
+    def __init__(self, directory):
+        import os
+
+        os.makedirs(directory, exist_ok=True)
+        self.file = open(os.path.join(directory, ".build.log"), "a", encoding="utf-8")
+
+    def write(self, text):
+        self.file.write(text)
+        click.echo(text, nl=False, err=True)
+
+    def flush(self):
+        self.file.flush()
+
+    def fileno(self):
+        return self.file.fileno()
+
+    def close(self):
+        self.file.close()

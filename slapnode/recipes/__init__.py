@@ -1,0 +1,213 @@
+"""Recipes: the plugin interface, and what every recipe gets.
+
+Owns how ``recipe = DIST:NAME`` finds its class (entry points group
+``slapnode.recipes``: ``slapnode:download`` is the entry ``download`` of the
+``slapnode`` distribution; a third party's ``other:thing`` is the entry
+``thing`` of distribution ``other``), the base class with its install and
+update paths, and the build context (directories, the shared download cache,
+the log) that a recipe uses instead of reaching for globals.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from ..errors import SlapnodeError
+
+GROUP = "slapnode.recipes"
+
+
+class RecipeError(SlapnodeError):
+    """A recipe failed; the message says which part and why, in one line."""
+
+
+def find(spec):
+    """The recipe class for ``DIST:NAME``."""
+    dist, sep, name = spec.partition(":")
+    if not sep or not dist or not name:
+        raise RecipeError(f"recipe {spec!r} must be DISTRIBUTION:NAME, e.g. slapnode:download")
+    candidates = [ep for ep in metadata.entry_points(group=GROUP) if ep.name == name]
+    for entry in candidates:
+        if entry.dist is not None and _norm(entry.dist.name) == _norm(dist):
+            return entry.load()
+    known = sorted(f"{_norm(e.dist.name) if e.dist else '?'}:{e.name}"
+                   for e in metadata.entry_points(group=GROUP))
+    raise RecipeError(f"unknown recipe {spec!r}; installed recipes: {', '.join(known)}")
+
+
+def _norm(name):
+    return name.lower().replace("_", "-")
+
+
+def computed_option(section, recipe, option, get):
+    """Profile hook: options a recipe derives from the others (see Recipe.computed)."""
+    try:
+        cls = find(recipe)
+    except RecipeError:
+        return None
+    derive = getattr(cls, "computed", {}).get(option)
+    return derive(get) if derive else None
+
+
+@dataclass
+class Context:
+    """What a recipe may use: where to build, the download cache, the log."""
+
+    directory: Path                 # the software release's directory
+    download_cache: Path
+    log: object                     # a text stream
+    offline: bool = False
+
+    @property
+    def parts_directory(self):
+        return self.directory / "parts"
+
+    def say(self, message):
+        self.log.write(message.rstrip("\n") + "\n")
+        self.log.flush()
+
+    def run(self, cmd, cwd=None, env=None, shell=False, what=None):
+        """Run a command with its output in the log; a failure names the command."""
+        self.say(f"$ {cmd if shell else ' '.join(map(str, cmd))}")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        result = subprocess.run(cmd, cwd=cwd, env=full_env, shell=shell, stdout=self.log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise RecipeError(f"{what or 'command'} failed with exit code {result.returncode}: "
+                              f"{cmd if shell else ' '.join(map(str, cmd))}")
+
+    def read_text(self, url, sha256=None, md5sum=None):
+        """A text file of the release itself (a template next to the profile).
+
+        With a checksum it goes through the download cache; without one it is
+        read afresh every time (its URL may keep its name and change content)."""
+        if sha256 or md5sum:
+            return Path(self.download(url, sha256, md5sum)).read_text(encoding="utf-8")
+        source = _local_path(url)
+        if source is not None:
+            try:
+                return Path(source).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise RecipeError(f"cannot read {source}: {exc.strerror}") from None
+        import io
+
+        buffer = io.BytesIO()
+        _http_download(url, buffer)
+        return buffer.getvalue().decode("utf-8")
+
+    def download(self, url, sha256=None, md5sum=None):
+        """A local copy of ``url`` from the shared cache, checked against its checksum."""
+        if not sha256 and not md5sum and "://" in url and not url.startswith("file://"):
+            raise RecipeError(f"{url}: give sha256 (or md5sum) so the download can be checked")
+        key = hashlib.sha256(url.encode()).hexdigest()
+        cached = self.download_cache / key
+        if cached.exists() and _matches(cached, sha256, md5sum):
+            return cached
+        source = _local_path(url)
+        self.download_cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.download_cache, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if source is not None:
+                    with open(source, "rb") as stream:
+                        shutil.copyfileobj(stream, out)
+                else:
+                    if self.offline:
+                        raise RecipeError(f"{url}: not in the download cache and offline")
+                    self.say(f"downloading {url}")
+                    _http_download(url, out)
+            if not _matches(Path(tmp), sha256, md5sum):
+                raise RecipeError(f"{url}: checksum mismatch (expected "
+                                  f"{'sha256 ' + sha256 if sha256 else 'md5 ' + md5sum}); "
+                                  "the file changed or the checksum is wrong")
+            os.replace(tmp, cached)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return cached
+
+
+def _local_path(url):
+    if url.startswith("file://"):
+        return urllib.parse.urlparse(url).path
+    if "://" not in url:
+        return url
+    return None
+
+
+def _http_download(url, out):
+    import requests
+
+    try:
+        with requests.get(url, stream=True, timeout=60) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(1 << 16):
+                out.write(chunk)
+    except requests.RequestException as exc:
+        raise RecipeError(f"cannot download {url}: {exc}") from None
+
+
+def _matches(path, sha256, md5sum):
+    if sha256:
+        return file_digest(path, "sha256") == sha256.lower()
+    if md5sum:
+        return file_digest(path, "md5") == md5sum.lower()
+    return True
+
+
+def file_digest(path, algorithm="sha256"):
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def as_bool(text, default=False):
+    if text is None or text == "":
+        return default
+    return text.strip().lower() in ("true", "yes", "1", "on")
+
+
+def lines(text):
+    return [l.strip() for l in (text or "").splitlines() if l.strip()]
+
+
+class Recipe:
+    """Base class. ``options`` are the part's expanded options (strings).
+
+    ``install()`` creates what the part makes and returns the paths it made;
+    ``update()`` runs when the part's options did not change since it was
+    installed (default: nothing to do). A recipe writes only inside its
+    ``location`` and the paths it returns.
+    """
+
+    computed = {}       # option -> function(get) for options derived from others
+
+    def __init__(self, context, name, options):
+        self.context = context
+        self.name = name
+        self.options = options
+
+    @property
+    def location(self):
+        return Path(self.options.get("location") or self.context.parts_directory / self.name)
+
+    def require(self, option):
+        value = self.options.get(option, "").strip()
+        if not value:
+            raise RecipeError(f"[{self.name}] needs option {option!r}")
+        return value
+
+    def install(self):
+        raise NotImplementedError
+
+    def update(self):
+        return []

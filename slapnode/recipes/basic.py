@@ -1,0 +1,91 @@
+"""The small recipes: ``mkdir``, ``command`` and ``template`` (Jinja2)."""
+
+import os
+import shlex
+from pathlib import Path
+
+import jinja2
+
+from . import Recipe, RecipeError, as_bool, lines
+
+
+class Mkdir(Recipe):
+    """``paths`` (one per line, default: the part's location), ``mode`` (octal, default 0755)."""
+
+    def install(self):
+        mode = int(self.options.get("mode", "0755"), 8)
+        made = []
+        for path in lines(self.options.get("paths")) or [str(self.location)]:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            os.chmod(path, mode)
+            made.append(path)
+        return made
+
+    update = install
+
+
+class Command(Recipe):
+    """``command`` (shell) run at install, ``update-command`` at update (default: none),
+    in the part's location; ``stop-on-error`` (default true)."""
+
+    def _run(self, option):
+        command = self.options.get(option, "").strip()
+        if not command:
+            return []
+        self.location.mkdir(parents=True, exist_ok=True)
+        try:
+            self.context.run(command, cwd=self.location, shell=True, what=f"[{self.name}] {option}")
+        except RecipeError:
+            if as_bool(self.options.get("stop-on-error"), True):
+                raise
+        return [str(self.location)]
+
+    def install(self):
+        if not self.options.get("command", "").strip():
+            raise RecipeError(f"[{self.name}] needs option 'command'")
+        return self._run("command")
+
+    def update(self):
+        return self._run("update-command")
+
+
+class Template(Recipe):
+    """Jinja2: ``url`` (or ``input``: a file) or ``inline`` text, rendered to ``output``.
+
+    The template sees ``options`` (this part's options) and one variable per
+    ``context`` line ``NAME VALUE`` (e.g. ``context = python /usr/bin/python3``);
+    ``mode`` (octal) for the output.
+    """
+
+    def install(self):
+        output = Path(self.require("output"))
+        source = self.options.get("url") or self.options.get("input")
+        if source:
+            text = self.context.read_text(source.strip(), self.options.get("sha256"),
+                                          self.options.get("md5sum"))
+        elif "inline" in self.options:
+            text = self.options["inline"]
+        else:
+            raise RecipeError(f"[{self.name}] needs 'url', 'input' or 'inline'")
+        variables = {"options": self.options}
+        for line in lines(self.options.get("context")):
+            key, _, value = line.partition(" ")
+            variables[key] = value.strip()
+        try:
+            rendered = jinja2.Environment(undefined=jinja2.StrictUndefined,
+                                          keep_trailing_newline=True).from_string(text).render(variables)
+        except jinja2.TemplateError as exc:
+            raise RecipeError(f"[{self.name}] template error: {exc}") from None
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(rendered, encoding="utf-8")
+        if self.options.get("mode"):
+            os.chmod(tmp, int(self.options["mode"], 8))
+        os.replace(tmp, output)
+        return [str(output)]
+
+    update = install
+
+
+def shell_words(text):
+    return shlex.split(text or "")

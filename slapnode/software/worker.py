@@ -1,0 +1,55 @@
+"""The build worker: one software release, run as the unprivileged software user.
+
+``python -m slapnode.software.worker build URL DIRECTORY CACHE [--offline]``
+``python -m slapnode.software.worker unpack ARCHIVE DIRECTORY DIGEST``
+
+The node (root) starts it with the software user's uid and gid, so that
+nothing of a build ever runs as root. Exit code 0 on success; on failure the
+last line of stderr is the reason (the full story is in the build log).
+"""
+
+import sys
+import tarfile
+from pathlib import Path
+
+
+def main(argv):
+    command = argv[0] if argv else ""
+    try:
+        if command == "build":
+            from . import engine
+
+            url, directory, cache = argv[1:4]
+            digest, built = engine.build(url, directory, cache, offline="--offline" in argv)
+            print(f"{'built' if built else 'up to date'} {digest}")
+        elif command == "unpack":
+            archive, directory, digest = argv[1:4]
+            unpack(archive, directory, digest)
+            print(f"unpacked {digest}")
+        else:
+            print("usage: worker build URL DIR CACHE | unpack ARCHIVE DIR DIGEST", file=sys.stderr)
+            return 2
+    except Exception as exc:        # one line for the node to report; details in the log
+        print(f"{type(exc).__name__}: {exc}" if not hasattr(exc, "message") else str(exc),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def unpack(archive, directory, digest):
+    """Lay a cached build out in ``directory``; ``.completed`` last."""
+    from .engine import COMPLETED
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    completed = directory / COMPLETED
+    if completed.exists():
+        completed.unlink()
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.name.lstrip("./") != COMPLETED]
+        tar.extractall(directory, members=members, filter="tar")
+    completed.write_text(digest + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
