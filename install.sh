@@ -39,6 +39,11 @@ case "$mode" in
   test)
     # Tests: PostgreSQL (the suite runs against SQLite and PostgreSQL), sudo-less root tools.
     apt_install postgresql postgresql-client
+    # The deb recipe's tests fetch a real Debian package: apt's lists must exist.
+    if [ -z "$(ls /var/lib/apt/lists/*_Packages* 2>/dev/null | head -1)" ]; then
+      echo "== apt-get update (the deb recipe tests need apt's package lists)"
+      apt-get update -qq
+    fi
     .venv/bin/pip install -q -e '.[test]'
     exec bash .ci/test
     ;;

@@ -82,6 +82,8 @@ class Profile:
         return result
 
     def _computed(self, section, option, where, stack):
+        if option == "_buildout_section_name_":
+            return section
         recipe = self.recipe_of(section)
         if option == "location" and recipe:
             return f"{self.get('buildout', 'parts-directory', where, stack)}/{section}"

@@ -101,7 +101,7 @@ def parse_text(text, location):
             if last is None:
                 raise ProfileError(f"{where}: indented line outside an option")
             value = sections[last[0]][last[1]]
-            value.text += "\n" + stripped
+            value.text += "\n" + stripped.replace("${:_profile_base_location_}", base)
             continue
         match = SECTION_RE.match(line)
         if match:

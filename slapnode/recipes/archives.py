@@ -9,7 +9,7 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
-from . import Recipe, RecipeError, as_bool, lines
+from . import Recipe, RecipeError, as_bool, lines, safe_extract
 
 
 def _filename(get):
@@ -23,7 +23,7 @@ def unpack(archive, destination, strip=True):
     try:
         if tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")
+                safe_extract(tar, tmp)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for member in zf.namelist():
@@ -88,8 +88,8 @@ def _target(get):
 class Cmmi(Recipe):
     """configure / make / make install of ``url`` (checked by ``sha256``/``md5sum``)
     into the part's location. Options: ``configure-options``, ``environment``
-    (KEY=VALUE lines), ``patches`` (paths or URLs, one per line, ``patch-options``
-    default -p1), ``make-options``, ``make-targets`` (default install),
+    (KEY=VALUE lines), ``patches`` (one per line: a path or URL, ``#checksum``
+    after a URL: 32 hex digits for md5, 64 for sha256; ``patch-options`` default -p1), ``make-options``, ``make-targets`` (default install),
     ``configure-command`` (default ./configure)."""
 
     def install(self):
@@ -107,8 +107,9 @@ class Cmmi(Recipe):
                     raise RecipeError(f"[{self.name}] environment line {line!r}: expected KEY=VALUE")
                 env[key.strip()] = value.strip()
             for patch in lines(self.options.get("patches")):
-                path = self.context.download(patch, None, None) if "://" not in patch or \
-                    patch.startswith("file://") else self._remote_patch(patch)
+                location, _, checksum = patch.partition("#")
+                path = self.context.download(location, sha256=checksum if len(checksum) == 64 else None,
+                                             md5sum=checksum if len(checksum) == 32 else None)
                 self.context.run(["patch", *self.options.get("patch-options", "-p1").split(),
                                   "-i", str(path)], cwd=source, what=f"[{self.name}] patch")
             configure = self.options.get("configure-command", "./configure").split()
@@ -123,7 +124,3 @@ class Cmmi(Recipe):
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return [str(prefix)]
-
-    def _remote_patch(self, spec):
-        url, _, checksum = spec.partition("#")
-        return self.context.download(url, sha256=checksum or None)

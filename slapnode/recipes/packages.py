@@ -43,6 +43,13 @@ def closure(packages):
     return sorted(names)
 
 
+def base_system():
+    """Packages every Debian system has: the Essential ones and what they depend on."""
+    out = _query(["dpkg-query", "-W", "-f", "${Package}\t${Essential}\n"])
+    essential = [line.split("\t")[0] for line in out.splitlines() if line.endswith("\tyes")]
+    return set(closure(essential)) if essential else set()
+
+
 def package_records(names):
     """{name: {field: value}} of the candidate versions, from apt's lists."""
     out = _query(["apt-cache", "show", "--no-all-versions", *names])
@@ -62,8 +69,8 @@ def package_records(names):
 class Deb(Recipe):
     """``packages`` (one per line) and their dependency closure, fetched with apt
     (through the shared download cache) and unpacked with dpkg-deb into the
-    part's location. Packages of priority required (libc6 …) are on every
-    Debian system and are left out, as is anything in ``exclude``.
+    part's location. Packages every Debian system has (the Essential ones and
+    their dependencies: libc6 …) are left out, as is anything in ``exclude``.
 
     Sets ``bin-directory`` (…/usr/bin), ``sbin-directory`` and ``library-path``
     (for LD_LIBRARY_PATH) for the instance profiles to use.
@@ -87,8 +94,8 @@ class Deb(Recipe):
         if missing:
             raise RecipeError(f"[{self.name}] no such Debian package: {', '.join(missing)} "
                               "(or the apt lists are missing: run `apt-get update` as root)")
-        chosen = [r for n, r in records.items()
-                  if n in wanted or (r.get("Priority") != "required" and r.get("Essential") != "yes")]
+        base = base_system()
+        chosen = [r for n, r in records.items() if n in wanted or n not in base]
         debs = self._fetch(chosen)
         location = self.location
         if location.exists():

@@ -126,6 +126,9 @@ def build(url, directory, download_cache=None, log=None, offline=False):
         tmp.write_text(digest + "\n")
         os.replace(tmp, completed)
         context.say(f"== built {url} ({len(parts)} parts)")
+    except Exception as exc:
+        context.say(f"!! build failed: {exc}")
+        raise
     finally:
         if log is None:
             stream.close()

@@ -45,9 +45,10 @@ def unpack(archive, directory, digest):
     completed = directory / COMPLETED
     if completed.exists():
         completed.unlink()
+    from ..recipes import safe_extract
+
     with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.lstrip("./") != COMPLETED]
-        tar.extractall(directory, members=members, filter="tar")
+        safe_extract(tar, directory, skip=(COMPLETED,))
     completed.write_text(digest + "\n")
 
 
