@@ -383,3 +383,62 @@ def test_software_build_command_for_release_authors(tmp_path):
     else:
         result = run_cli(["software", "build", HELLO, "--software-root", str(tmp_path)])
         assert result.exit_code == 0
+
+
+@needs_root
+def test_pip_makes_a_virtualenv_with_pinned_packages(tmp_path, software_user):
+    profile = tmp_path / "software.cfg"
+    profile.write_text("[buildout]\nparts = env\n[env]\nrecipe = slapnode:pip\n"
+                       "packages = six==1.16.0\n")
+    config = node_config(tmp_path, software_user)
+    result = SoftwarePass(config).ensure(str(profile))
+    assert result.status == "available", (result.how, result.log_tail)
+    python = software_dir(config.software_root, str(profile)) / "parts" / "env" / "bin" / "python"
+    out = subprocess.run([python, "-c", "import six; print(six.__version__)"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "1.16.0"
+
+
+def test_pip_refuses_unpinned_packages(tmp_path):
+    profile = tmp_path / "software.cfg"
+    profile.write_text("[buildout]\nparts = env\n[env]\nrecipe = slapnode:pip\npackages = six\n")
+    with pytest.raises(Exception, match="pin every package as name==version: six"):
+        engine.build(str(profile), tmp_path / "sr")
+
+
+def test_unknown_recipe_lists_the_installed_ones(tmp_path):
+    profile = tmp_path / "software.cfg"
+    profile.write_text("[buildout]\nparts = a\n[a]\nrecipe = slapnode:teleport\n")
+    with pytest.raises(Exception) as info:
+        engine.build(str(profile), tmp_path / "sr")
+    assert "unknown recipe 'slapnode:teleport'" in str(info.value)
+    assert "slapnode:cmmi" in str(info.value) and "slapnode:deb" in str(info.value)
+
+
+def test_plan_keeps_a_destroyed_release_while_a_partition_uses_it():
+    from slapnode.software.supply import plan as software_plan
+    doc = {"software": [{"url": "a", "state": "available"}, {"url": "b", "state": "destroyed"},
+                        {"url": "c", "state": "destroyed"}],
+           "partitions": [{"reference": "p0", "instance": {"software": "b"}},
+                          {"reference": "p1", "instance": None}]}
+    assert software_plan(doc) == (["a"], ["c"])
+
+
+@needs_root
+def test_node_software_and_software_build_commands(master, make_node, tmp_path, software_user,
+                                                   catalog_hello):
+    node = make_node(partitions=1)
+    master.client().supply(catalog_hello, node.name)
+    config = node_config(tmp_path, software_user, master=master.url,
+                         credential=node.client.token, name=node.name)
+    path = nodeconfig.save(config, tmp_path / "node.cfg")
+    result = run_cli(["node", "software", "--config", str(path), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert [(r["status"], r["how"]) for r in json.loads(result.stdout)] == [("available", "built")]
+    built = run_cli(["software", "build", HELLO, "--software-root", str(tmp_path / "author"),
+                     "--user", software_user])
+    assert built.exit_code == 0, built.stderr
+    assert built.stdout.startswith("built ")
+    again = run_cli(["software", "build", HELLO, "--software-root", str(tmp_path / "author"),
+                     "--user", software_user])
+    assert again.stdout.startswith("up to date")

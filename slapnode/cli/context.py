@@ -4,8 +4,6 @@ import json
 
 import click
 
-from .. import client
-
 
 class Context:
     def __init__(self, master=None, token=None):
@@ -16,6 +14,8 @@ class Context:
     @property
     def client(self):
         if self._client is None:
+            from .. import client       # requests is imported only by commands that talk
+
             master, token = client.resolve(self._master, self._token)
             self._client = client.Client(master, token)
         return self._client

@@ -5,7 +5,6 @@ import time
 
 import click
 
-from .. import params
 from ..errors import ParameterError, SlapnodeError, UsageError
 from ..states import DESTROYED, REQUESTED_STATES, STARTED, STOPPED, InstanceStatus, settled_for
 from .context import json_option, pass_context, print_json, print_table
@@ -16,12 +15,18 @@ def group():
     """Request instances of software releases and see their connection parameters."""
 
 
+def _params():
+    from .. import params       # lxml: imported only by the commands that parse XML
+
+    return params
+
+
 def _read_source(path, what):
     if path == "-":
-        return sys.stdin.buffer.read(params.MAX_BYTES + 1)
+        return sys.stdin.buffer.read(_params().MAX_BYTES + 1)
     try:
         with open(path, "rb") as stream:
-            return stream.read(params.MAX_BYTES + 1)
+            return stream.read(_params().MAX_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"{what} {path}: {exc.strerror}") from None
 
@@ -30,6 +35,7 @@ def collect_parameters(pairs, xml_path, json_path):
     """Merge --parameter, --parameters-xml and --parameters-json; a repeated key is an error."""
     if xml_path and json_path:
         raise UsageError("give --parameters-xml or --parameters-json, not both")
+    params = _params()
     merged = {}
     if xml_path:
         merged = params.parse_xml(_read_source(xml_path, "--parameters-xml"), source=xml_path)
@@ -161,7 +167,7 @@ def show(ctx, title, as_xml, as_json):
         print_json(view)
         return
     if as_xml:
-        click.echo(params.to_xml(view.get("connection") or {}), nl=False)
+        click.echo(_params().to_xml(view.get("connection") or {}), nl=False)
         return
     for key in ("title", "software", "type", "state", "status", "reason", "node", "partition",
                 "ipv4", "ipv6", "host"):

@@ -157,6 +157,11 @@ def build(profile, software_root, as_user, offline):
     directory = software_dir(software_root, url)
     cache = os.path.join(os.path.abspath(software_root), engine.DOWNLOAD_CACHE)
     started = time.monotonic()
+    digest = engine.load_profile(url, directory, cache).digest()   # also: refuse a bad profile
+    if engine.completed_digest(directory) == digest:
+        click.echo(f"up to date: {directory} in {time.monotonic() - started:.2f} s "
+                   f"(profile {digest[:12]})")
+        return
     if as_user:
         from ..software.supply import SoftwareUser
 
