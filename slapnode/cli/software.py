@@ -165,10 +165,9 @@ def build(profile, software_root, as_user, offline):
     if as_user:
         from ..software.supply import SoftwareUser
 
-        try:
-            user = SoftwareUser(as_user)
-        except KeyError:
-            raise UsageError(f"--user {as_user!r}: no such user") from None
+        if not _user_exists(as_user):
+            raise UsageError(f"--user {as_user!r}: no such user")
+        user = SoftwareUser(as_user)
         for path in (software_root, cache, directory):
             os.makedirs(path, exist_ok=True)
             user.own(path)
@@ -191,6 +190,16 @@ def build(profile, software_root, as_user, offline):
     took = time.monotonic() - started
     click.echo(f"{'built' if built else 'up to date:'} {directory} in {took:.2f} s "
                f"(profile {digest[:12]})")
+
+
+def _user_exists(name):
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 class _Tee:

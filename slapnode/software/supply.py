@@ -107,7 +107,11 @@ class SoftwareUser:
     """Runs the build worker as the software user."""
 
     def __init__(self, name):
-        entry = pwd.getpwnam(name)
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise SlapnodeError(f"the software user {name!r} does not exist; run "
+                                "`slapnode node format` first") from None
         self.name, self.uid, self.gid, self.home = name, entry.pw_uid, entry.pw_gid, entry.pw_dir
 
     def run(self, *args, timeout=None):
