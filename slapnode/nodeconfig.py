@@ -64,9 +64,14 @@ class NodeConfig:
     tap: bool = False
     tap_prefix: str = "slaptap"
     netns: str = ""                 # run the network part inside this network namespace (tests)
+    # [limits] per partition (cgroups, with isolation = lxc)
+    memory_limit_mb: int = 1024
+    cpu_limit_pct: int = 100        # of one CPU
+    pids_limit: int = 512
 
     SECTIONS = {"network": ("bridge", "bridge_type", "ipv4_range", "ipv6_range", "ipv6_source",
-                            "ipv6_uplink", "tap", "tap_prefix", "netns")}
+                            "ipv6_uplink", "tap", "tap_prefix", "netns"),
+                "limits": ("memory_limit_mb", "cpu_limit_pct", "pids_limit")}
 
     @classmethod
     def section_of(cls, name):
@@ -143,7 +148,7 @@ def save(config, path=None):
     path = config_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     parser = configparser.ConfigParser(interpolation=None)
-    for section in ("node", "network"):
+    for section in ("node", "network", "limits"):
         parser.add_section(section)
     for item in fields(NodeConfig):
         value = getattr(config, item.name)
@@ -189,6 +194,9 @@ def check(config, other_networks=()):
             problems.append(f"{root} {getattr(config, root)!r} must be an absolute path")
     if os.path.abspath(config.instance_root) == os.path.abspath(config.software_root):
         problems.append("instance_root and software_root must differ")
+    for limit in ("memory_limit_mb", "cpu_limit_pct", "pids_limit"):
+        if getattr(config, limit) <= 0:
+            problems.append(f"{limit} must be a positive number")
     if config.ipv6_source not in IPV6_SOURCES:
         problems.append(f"ipv6_source {config.ipv6_source!r} must be ula or global")
     problems += _check_ranges(config, other_networks)

@@ -90,7 +90,7 @@ def test_hello_builds_and_a_second_run_does_nothing(tmp_path):
     digest, built = engine.build(HELLO, directory)
     assert built and (directory / ".completed").read_text().strip() == digest
     assert "recipe = slapnode:service" in (directory / "instance.cfg").read_text()
-    assert "/usr/bin/python3 -m http.server" in (directory / "instance.cfg").read_text()
+    assert f"/usr/bin/python3 {directory}/serve.py" in (directory / "instance.cfg").read_text()
     assert engine.build(HELLO, directory) == (digest, False)
 
 

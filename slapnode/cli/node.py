@@ -250,3 +250,80 @@ def trust(ctx, name, revoke):
     result = ctx.client.set_trusted(name, not revoke)
     click.echo(f"{result['name']} is {'now' if result['trusted_builder'] else 'no longer'} "
                "a trusted builder")
+
+
+def _node_setup(config_path):
+    from .. import nodeconfig
+    from ..errors import SlapnodeError
+
+    config = nodeconfig.load(config_path)
+    client = node_client(config)
+    if client is None:
+        raise SlapnodeError("the node config has no master or credential; run `slapnode node register`")
+    return config, client
+
+
+@group.command("instance")
+@config_option
+@json_option
+def instance(config_path, as_json):
+    """One full pass: deploy, start, stop and destroy what the desired state says,
+    run the promises, report to the master.
+
+    \b
+    Example:
+      slapnode node instance
+    """
+    from ..agent import InstancePass
+
+    config, client = _node_setup(config_path)
+    say = (lambda m: None) if as_json else (lambda m: click.echo(m, err=True))
+    outcomes = InstancePass(config, client, say).run(client.desired_state())
+    if as_json:
+        print_json([{"partition": o.reference, "action": o.kind, "status": o.status,
+                     "reason": o.reason, "seconds": round(o.seconds, 3)} for o in outcomes])
+
+
+@group.command("report")
+@config_option
+def report(config_path):
+    """Send every partition's health (status, promises, connection) to the master.
+
+    \b
+    Example:
+      slapnode node report
+    """
+    from ..agent import InstancePass
+
+    config, client = _node_setup(config_path)
+    outcomes = InstancePass(config, client).run(client.desired_state())
+    click.echo(f"reported {sum(1 for o in outcomes if o.report)} partitions")
+
+
+@group.command("run")
+@config_option
+@click.option("--poll-wait", type=click.FloatRange(1, 120), default=30, show_default=True,
+              help="Seconds each long-poll of the master may wait.")
+def run(config_path, poll_wait):
+    """The node daemon: follow the master, build, deploy, report; until stopped.
+
+    Instances keep running when the master is away; the daemon reconnects with
+    backoff. Killing it at any moment and starting it again converges.
+
+    \b
+    Example:
+      slapnode node run --config /etc/slapnode/node.cfg
+    """
+    import signal
+
+    from ..agent import Daemon
+
+    config, client = _node_setup(config_path)
+    if config.isolation == "user":
+        click.echo("isolation = user: partitions are separate users without containers", err=True)
+    daemon = Daemon(config, client, lambda m: click.echo(m, err=True), poll_wait=poll_wait)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    try:
+        daemon.run()
+    except KeyboardInterrupt:
+        daemon.stop()

@@ -15,13 +15,17 @@ from .parser import ESCAPED, SUBST_RE, ProfileError, Value
 
 
 class Profile:
-    def __init__(self, raw, builtins=None, computed=None):
+    def __init__(self, raw, builtins=None, computed=None, overrides=None):
         """``builtins``: {section: {option: text}} the engine provides (e.g. the
         buildout directories), used where the profile does not set them.
+        ``overrides``: {section: {option: text}} that win over the profile (the
+        agent's [slap-configuration] and the request's [slap-parameter]); they
+        are literal text, never substituted.
         ``computed(section, recipe, option, get) -> str | None``: options a
         recipe derives from the others (asked only for options not written)."""
         self.raw = raw
         self.builtins = builtins or {}
+        self.overrides = overrides or {}
         self.computed = computed
         self._cache = {}
         self._macro_cache = {}
@@ -31,7 +35,8 @@ class Profile:
     def _raw_section(self, name, stack=()):
         if name in self._macro_cache:
             return self._macro_cache[name]
-        if name not in self.raw.sections and name not in self.builtins:
+        if name not in self.raw.sections and name not in self.builtins and \
+                name not in self.overrides:
             return None
         options = {k: Value(v, "(built in)") for k, v in self.builtins.get(name, {}).items()}
         own = dict(self.raw.sections.get(name, {}))
@@ -47,6 +52,8 @@ class Profile:
                                        f"no section [{macro_name}]")
                 options.update(inherited)
         options.update(own)
+        for key, text in self.overrides.get(name, {}).items():
+            options[key] = Value(str(text).replace("${", "$${"), f"(given: [{name}] {key})")
         self._macro_cache[name] = options
         return options
 

@@ -32,7 +32,7 @@ def fetch_url(url):
     return response.content
 
 
-def load_profile(url, directory, download_cache):
+def load_profile(url, directory, download_cache, overrides=None):
     raw = parser.load(url, fetch=fetch_url)
     directory = Path(directory)
     builtins = {"buildout": {
@@ -42,7 +42,8 @@ def load_profile(url, directory, download_cache):
         "download-cache": str(download_cache),
         "software-url": url,
     }}
-    return expand.Profile(raw, builtins=builtins, computed=recipes.computed_option)
+    return expand.Profile(raw, builtins=builtins, computed=recipes.computed_option,
+                          overrides=overrides)
 
 
 def completed_digest(directory):
@@ -76,11 +77,12 @@ def _save_installed(path, installed):
     os.replace(tmp, path)
 
 
-def build(url, directory, download_cache=None, log=None, offline=False):
-    """Build the release at ``url`` into ``directory``. Returns (digest, built: bool)."""
+def build(url, directory, download_cache=None, log=None, offline=False, overrides=None):
+    """Build the profile at ``url`` into ``directory`` (a release's directory, or a
+    partition for an instance profile). Returns (digest, built: bool)."""
     directory = Path(directory)
     download_cache = Path(download_cache or directory.parent / DOWNLOAD_CACHE)
-    profile = load_profile(url, directory, download_cache)
+    profile = load_profile(url, directory, download_cache, overrides)
     parts = profile.parts()                 # everything expanded (and checked) first
     digest = profile.digest()
     if completed_digest(directory) == digest:

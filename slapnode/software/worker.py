@@ -2,9 +2,11 @@
 
 ``python -m slapnode.software.worker build URL DIRECTORY CACHE [--offline]``
 ``python -m slapnode.software.worker unpack ARCHIVE DIRECTORY DIGEST``
+``python -m slapnode.software.worker deploy INSTANCE_PROFILE PARTITION GIVEN.json``
 
-The node (root) starts it with the software user's uid and gid, so that
-nothing of a build ever runs as root. Exit code 0 on success; on failure the
+The node (root) starts it with the software user's uid and gid (or, to
+deploy an instance, the partition user's), so that nothing of a build or a
+deployment ever runs as root. Exit code 0 on success; on failure the
 last line of stderr is the reason (the full story is in the build log).
 """
 
@@ -22,6 +24,18 @@ def main(argv):
             url, directory, cache = argv[1:4]
             digest, built = engine.build(url, directory, cache, offline="--offline" in argv)
             print(f"{'built' if built else 'up to date'} {digest}")
+        elif command == "deploy":
+            import json
+
+            from . import engine
+
+            profile, directory, given = argv[1:4]
+            with open(given, encoding="utf-8") as stream:
+                overrides = json.load(stream)
+            digest, built = engine.build(profile, directory,
+                                         Path(directory) / "tmp" / ".download-cache",
+                                         overrides=overrides)
+            print(f"{'deployed' if built else 'unchanged'} {digest}")
         elif command == "unpack":
             archive, directory, digest = argv[1:4]
             unpack(archive, directory, digest)

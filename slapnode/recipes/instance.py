@@ -1,0 +1,154 @@
+"""Instance-side recipes: ``service``, ``promise``, ``publish`` and ``password``.
+
+They run while a partition is deployed (as the partition user, inside the
+partition) and write small declarations the node agent reads:
+
+* ``etc/supervisor.d/<part>.conf``: a supervisor program (``service``);
+* ``etc/promise/<part>.json``: a health check (``promise``);
+* ``etc/publish/<part>.json``: connection parameters (``publish``);
+* ``etc/.passwords/<part>``: a password made once and kept (``password``).
+"""
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from . import Recipe, RecipeError
+
+RESERVED = {"recipe", "location", "shared-instance", "serialise", "_buildout_section_name_"}
+
+
+def _write(path, text, mode=0o644):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(text)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _quote(value):
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+
+
+class Service(Recipe):
+    """A long-running process: ``command``; ``environment`` (KEY=VALUE lines);
+    ``directory`` (default the partition); ``stop-signal`` (default TERM);
+    ``stop-wait`` seconds (default 10)."""
+
+    def install(self):
+        command = self.require("command").replace("\n", " ")
+        root = self.context.directory
+        environment = []
+        for line in (self.options.get("environment") or "").splitlines():
+            if line.strip():
+                key, sep, value = line.strip().partition("=")
+                if not sep:
+                    raise RecipeError(f"[{self.name}] environment line {line.strip()!r}: expected KEY=VALUE")
+                environment.append(f"{key.strip()}={_quote(value.strip())}")
+        environment.append(f"HOME={_quote(str(root))}")
+        lines = [
+            f"[program:{self.name}]",
+            f"command = {command.replace('%', '%%')}",
+            f"directory = {self.options.get('directory') or root}",
+            f"environment = {','.join(environment)}",
+            f"stopsignal = {self.options.get('stop-signal', 'TERM').upper().removeprefix('SIG')}",
+            f"stopwaitsecs = {int(self.options.get('stop-wait', '10'))}",
+            "autostart = true",
+            "autorestart = true",
+            "startsecs = 1",
+            "startretries = 5",
+            "stopasgroup = true",
+            "killasgroup = true",
+            "redirect_stderr = true",
+            f"stdout_logfile = {root}/var/log/{self.name}.log",
+            "stdout_logfile_maxbytes = 5MB",
+            "stdout_logfile_backups = 2",
+        ]
+        return [_write(root / "etc" / "supervisor.d" / f"{self.name}.conf", "\n".join(lines) + "\n")]
+
+    update = install
+
+
+class Promise(Recipe):
+    """A health check: ``tcp = HOST:PORT``, ``http = URL`` or ``command = ...``;
+    ``interval`` (s, default 60) and ``timeout`` (s, default 5)."""
+
+    def install(self):
+        kinds = [k for k in ("tcp", "http", "command") if self.options.get(k, "").strip()]
+        if len(kinds) != 1:
+            raise RecipeError(f"[{self.name}] give exactly one of tcp, http or command")
+        kind = kinds[0]
+        spec = {"name": self.name, "type": kind, "target": self.options[kind].strip(),
+                "interval": float(self.options.get("interval", "60")),
+                "timeout": float(self.options.get("timeout", "5"))}
+        return [_write(self.context.directory / "etc" / "promise" / f"{self.name}.json",
+                       json.dumps(spec))]
+
+    update = install
+
+
+class Publish(Recipe):
+    """Connection parameters: every option but ``recipe``; ``serialise = json``
+    publishes them as one JSON-in-XML ``_`` parameter; ``shared-instance = ID``
+    publishes them for that shared instance instead of this one."""
+
+    def install(self):
+        values = {k: v for k, v in self.options.items() if k not in RESERVED and not k.startswith("_")}
+        if self.options.get("serialise", "").strip() == "json":
+            values = {"_": json.dumps(values, sort_keys=True)}
+        shared = self.options.get("shared-instance", "").strip()
+        record = {"shared_instance": int(shared) if shared else None, "values": values}
+        return [_write(self.context.directory / "etc" / "publish" / f"{self.name}.json",
+                       json.dumps(record, sort_keys=True))]
+
+    update = install
+
+
+def _password(get):
+    path = Path(get("storage-path"))
+    if not path.exists():
+        length = int(get("bytes")) if _has(get, "bytes") else 16
+        _write(path, secrets.token_urlsafe(length), 0o600)
+    return path.read_text().strip()
+
+
+def _has(get, name):
+    from ..profile.parser import ProfileError
+
+    try:
+        get(name)
+        return True
+    except ProfileError:
+        return False
+
+
+class Password(Recipe):
+    """A password generated once (``bytes`` of randomness, default 16) and kept in
+    ``storage-path`` (default ``etc/.passwords/<part>``, 0600) across redeploys.
+    Read it as ``${<part>:passwd}``."""
+
+    computed = {
+        "storage-path": lambda get: f"{get('_partition-root')}/etc/.passwords/{get('_buildout_section_name_')}",
+        "_partition-root": lambda get: _partition_root(get),
+        "passwd": _password,
+    }
+
+    def install(self):
+        path = Path(self.options.get("storage-path") or
+                    self.context.directory / "etc" / ".passwords" / self.name)
+        if not path.exists():
+            _write(path, secrets.token_urlsafe(16), 0o600)
+        return []       # never listed: a reinstall must not throw the password away
+
+    update = install
+
+
+def _partition_root(get):
+    # ${buildout:directory} of an instance profile is the partition root;
+    # location is <root>/parts/<name>.
+    location = Path(get("location"))
+    return str(location.parent.parent)
