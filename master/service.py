@@ -101,5 +101,7 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
     _raise_fd_limit()
     config = uvicorn.Config(create_app(master), host=host, port=port, log_level=log_level,
                             backlog=8192, timeout_keep_alive=150, access_log=False,
-                            server_header=False)
+                            server_header=False,
+                            # parked long-polls must not hold a shutdown for their full wait
+                            timeout_graceful_shutdown=2)
     uvicorn.Server(config).run()

@@ -30,6 +30,8 @@ from .software import engine, software_dir
 from .states import DESTROYED, STARTED, STOPPED, InstanceStatus
 
 PARALLEL_PARTITIONS = 4
+FATAL_RETRY_FIRST = 10.0        # a crash loop is retried after 10 s, 20 s, … at most 10 min
+FATAL_RETRY_MAX = 600.0
 
 
 @dataclass
@@ -87,11 +89,14 @@ def status_of(requested, programs, promise_results, running):
     if failed:
         name, description = sorted(failed.items())[0]
         return InstanceStatus.ERROR, f"service {name} keeps failing ({description or 'exited'})"
-    if not running or any(state != "RUNNING" for state, _ in programs.values()):
+    if not running or any(state not in ("RUNNING", "STARTING") for state, _ in programs.values()):
         return InstanceStatus.DEPLOYING, "starting services"
     broken = [p for p in promise_results if not p["ok"]]
     if broken:
         return InstanceStatus.DEPLOYING, f"promise {broken[0]['name']}: {broken[0]['message']}"
+    # A service still in its first second counts once the promises vouch for it.
+    if not promise_results and any(state != "RUNNING" for state, _ in programs.values()):
+        return InstanceStatus.DEPLOYING, "starting services"
     return InstanceStatus.READY, ""
 
 
@@ -182,18 +187,36 @@ class InstancePass:
                     self._publish_early(partition, action)
                 wanted = instance["state"]
                 here = self.local.get().get(action.reference, {})
+                retry = {}
                 if wanted == STARTED:
-                    partition.start()
+                    retry = self._fatal_backoff(partition, here, action.kind == "deploy")
+                    partition.start(retry_fatal=retry.get("now", False))
                 elif here.get("state") != STOPPED or action.kind == "deploy":
                     partition.stop()
                 self.local.set(action.reference, {**here, "instance_id": instance["id"],
-                                                  "hash": action.inputs, "state": wanted})
+                                                  "hash": action.inputs, "state": wanted,
+                                                  "fatal": retry.get("fatal", 0),
+                                                  "retry_at": retry.get("retry_at", 0)})
                 self._observe(partition, instance, outcome)
         except SlapnodeError as exc:
             outcome.status, outcome.reason = InstanceStatus.ERROR, str(exc)
         except Exception as exc:        # keep the other partitions going; say what broke
             outcome.status, outcome.reason = InstanceStatus.ERROR, f"{type(exc).__name__}: {exc}"
         return self._finish(outcome, action, started)
+
+    @staticmethod
+    def _fatal_backoff(partition, here, fresh):
+        """Crash loops are retried with capped exponential backoff, never given up."""
+        if fresh:
+            return {"now": True}
+        fatal = [n for n, (state, _) in partition.programs().items() if state == "FATAL"]
+        if not fatal:
+            return {"fatal": 0, "retry_at": 0}
+        count = here.get("fatal", 0)
+        if time.time() < here.get("retry_at", 0):
+            return {"now": False, "fatal": count, "retry_at": here["retry_at"]}
+        delay = min(FATAL_RETRY_FIRST * 2 ** count, FATAL_RETRY_MAX)
+        return {"now": count > 0, "fatal": count + 1, "retry_at": time.time() + delay}
 
     def _publish_early(self, partition, action):
         """Connection parameters reach the master as soon as they are published."""

@@ -257,13 +257,18 @@ def partition_addresses(config, index):
                      str(config.ipv6_network.network_address + 2 + index))
 
 
-def ula_range(machine_id):
-    """A ULA /64 derived from the machine id: stable for this machine, unlikely elsewhere."""
+def ula_range(machine_id, other_networks=()):
+    """A ULA /64 derived from the machine id: stable for this machine, unlikely
+    elsewhere; the next subnet when a node on this machine already took it."""
     import hashlib
 
     digest = hashlib.sha256(("slapnode:" + machine_id).encode()).digest()
-    prefix = bytes([0xFD]) + digest[:5] + b"\x5a\x00" + bytes(8)
-    return str(ipaddress.IPv6Network((prefix, 64)))
+    for subnet in range(0x5A00, 0x5B00):
+        prefix = bytes([0xFD]) + digest[:5] + subnet.to_bytes(2, "big") + bytes(8)
+        network = ipaddress.IPv6Network((prefix, 64))
+        if not any(o.version == 6 and network.overlaps(o) for o in other_networks):
+            return str(network)
+    raise UsageError("no free ULA subnet for this machine; give --ipv6-range")
 
 
 def global_range(address, prefixlen):

@@ -208,3 +208,17 @@ def make_node(master):
             node.report_partitions(partitions)
         return node
     return make
+
+
+@pytest.fixture
+def catalog_hello(master):
+    """The shipped hello release in this master's catalog (with its schema); its URL."""
+    import json
+
+    url = f"{master.url}/software-releases/hello/software.cfg"
+    client = master.client()
+    if url not in {s["url"] for s in client.list_software()}:
+        schema = json.loads((Path(__file__).resolve().parent.parent / "software-releases" /
+                             "hello" / "software.cfg.json").read_text())
+        client.add_software(url, unique_name("hello"), schema=schema)
+    return url

@@ -135,6 +135,8 @@ def test_ula_range_is_stable_per_machine_and_unique_local():
     assert first == nodeconfig.ula_range("abc") != nodeconfig.ula_range("abd")
     network = ipaddress.ip_network(first)
     assert network.prefixlen == 64 and network.subnet_of(ipaddress.ip_network("fd00::/8"))
+    taken = nodeconfig.ula_range("abc", [network])
+    assert taken != first and not ipaddress.ip_network(taken).overlaps(network)
 
 
 def test_global_range_is_a_slice_of_the_machines_prefix():

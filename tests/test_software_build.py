@@ -285,18 +285,6 @@ def test_failed_builds_back_off(tmp_path):
 
 # -- the node's software pass with a master -------------------------------------------------
 
-@pytest.fixture
-def catalog_hello(master):
-    title = unique_name("hello")
-    url = f"{master.url}/software-releases/hello/software.cfg"
-    # one catalog entry per URL: add it once per master
-    try:
-        master.client().add_software(url, title)
-    except Exception:
-        pass
-    return url
-
-
 @needs_root
 def test_node_software_builds_what_is_supplied_and_reports_it(master, make_node, tmp_path,
                                                                software_user, catalog_hello):

@@ -54,6 +54,13 @@ def kill_all(uid, wait=5.0):
         time.sleep(0.02)
 
 
+def spawn_detached(cmd, **kwargs):
+    """Start ``cmd`` so that it outlives us and is never our zombie: a shell
+    starts it in the background and exits at once, leaving it to init."""
+    shell = subprocess.Popen(["/bin/sh", "-c", '"$@" &', "sh", *map(str, cmd)], **kwargs)
+    shell.wait()
+
+
 def _env(root):
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(root), "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1"}
@@ -67,10 +74,10 @@ class UserIsolation:
 
     def start(self, part):
         log = open(Path(part.root) / "var" / "log" / "supervisord.out", "ab")
-        subprocess.Popen(SUPERVISORD + ["-c", str(supervisor.paths(part.root)["conf"])],
-                         user=part.uid, group=part.gid, extra_groups=[], cwd=part.root,
-                         env=_env(part.root), stdin=subprocess.DEVNULL, stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+        spawn_detached(SUPERVISORD + ["-c", str(supervisor.paths(part.root)["conf"])],
+                       user=part.uid, group=part.gid, extra_groups=[], cwd=part.root,
+                       env=_env(part.root), stdin=subprocess.DEVNULL, stdout=log,
+                       stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
     def stop(self, part):
@@ -143,11 +150,11 @@ class LxcIsolation:
         path.write_text(self.render(part))
         log = Path(part.root) / "var" / "log" / "container.log"
         out = open(Path(self.config.state_dir) / "lxc" / f"{self.container(part)}.out", "ab")
-        subprocess.Popen(["lxc-execute", "-n", self.container(part), "-f", str(path),
-                          "-o", str(log), "-l", "WARN", "--",
-                          *SUPERVISORD, "-c", str(supervisor.paths(part.root)["conf"])],
-                         cwd=part.root, env=_env(part.root), stdin=subprocess.DEVNULL,
-                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        spawn_detached(["lxc-execute", "-n", self.container(part), "-f", str(path),
+                        "-o", str(log), "-l", "WARN", "--",
+                        *SUPERVISORD, "-c", str(supervisor.paths(part.root)["conf"])],
+                       cwd=part.root, env=_env(part.root), stdin=subprocess.DEVNULL,
+                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
 
     def stop(self, part):

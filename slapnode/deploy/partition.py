@@ -130,7 +130,7 @@ class Partition:
         supervisor.paths(self.root)["programs"].mkdir(exist_ok=True)
         os.chown(supervisor.paths(self.root)["programs"], self.part.uid, self.part.gid)
 
-    def start(self):
+    def start(self, retry_fatal=False):
         if not supervisor.alive(self.root):
             socket_path = supervisor.paths(self.root)["socket"]
             if socket_path.exists():
@@ -143,7 +143,7 @@ class Partition:
                                         f"{self.root}/var/log/supervisord.log")
                 time.sleep(0.02)
         supervisor.reload(self.root)
-        supervisor.start_all(self.root)
+        supervisor.start_all(self.root, include_fatal=retry_fatal)
 
     def stop(self):
         self.isolation.stop(self.part)

@@ -111,10 +111,14 @@ def reload(root):
     return added, changed, removed
 
 
-def start_all(root):
+def start_all(root, include_fatal=False):
+    """Start programs that are stopped. FATAL ones (a crash loop) only when asked:
+    the agent retries those with its own capped backoff."""
     server = proxy(root)
     for name, (state, _) in programs(root).items():
-        if state not in RUNNING_STATES | {"STARTING"}:
+        if state == "FATAL" and not include_fatal:
+            continue
+        if state not in RUNNING_STATES | {"STARTING", "BACKOFF"}:
             try:
                 server.supervisor.startProcess(name, False)
             except xmlrpc.client.Fault:

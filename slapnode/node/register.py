@@ -44,7 +44,7 @@ def build_config(base, master_url, options, netns=None):
             notes.append(f"partitions get global IPv6 addresses from {config.ipv6_range} "
                          f"(inside {found[0]}'s prefix; this machine answers NDP for them)")
         else:
-            config.ipv6_range = nodeconfig.ula_range(machine.machine_id())
+            config.ipv6_range = nodeconfig.ula_range(machine.machine_id(), others)
             config.ipv6_source = "ula"
             notes.append(f"no global IPv6 prefix on this machine: partitions get ULA addresses "
                          f"from {config.ipv6_range}, reachable from this machine only; give "

@@ -1,0 +1,53 @@
+"""``slapnode standalone``: a master and this machine as its node, in one command."""
+
+import click
+
+
+@click.command("standalone")
+@click.option("--data-dir", default="/var/lib/slapnode/standalone", show_default=True,
+              type=click.Path(file_okay=False), help="Everything lives here.")
+@click.option("--listen", default="127.0.0.1:8480", show_default=True, metavar="HOST:PORT")
+@click.option("--partitions", type=click.IntRange(1, 4000), help="How many partitions [4].")
+@click.option("--isolation", type=click.Choice(["lxc", "user"]),
+              help="lxc (the default where LXC is installed) or user.")
+def group(data_dir, listen, partitions, isolation):
+    """Run a master and this machine as its node, in the foreground until interrupted.
+
+    Registers and formats the node, supplies the shipped releases, writes a client
+    config and prints the two `export` lines, so that `slapnode instance request …`
+    works from another shell with no flags.
+
+    \b
+    Example:
+      slapnode standalone --partitions 10
+      slapnode instance request my-hello hello --parameter name=Ada --wait 60   # elsewhere
+    """
+    import os
+    import signal
+
+    from .. import standalone
+    from ..agent import Daemon
+    from ..errors import UsageError
+    from .master import parse_listen
+
+    parse_listen(listen)
+    if os.geteuid() != 0:
+        raise UsageError("standalone needs root (it makes partition users and interfaces)")
+    say = lambda message: click.echo(message, err=True)
+    process, config, node = standalone.prepare(data_dir, listen, partitions, isolation, say)
+    daemon = Daemon(config, node, say, poll_wait=30)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    say("node daemon running; Ctrl-C stops everything")
+    try:
+        daemon.run()
+    except KeyboardInterrupt:
+        daemon.stop()
+    finally:
+        standalone.stop_instances(config, say)
+        process.terminate()
+        try:
+            process.wait(10)
+        except Exception:
+            process.kill()
+            process.wait(5)
+        say("master stopped")

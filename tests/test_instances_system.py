@@ -1,0 +1,278 @@
+"""Instances end to end, as root: a real master, real partition users, real
+supervisord per partition, real LXC application containers (and the reduced
+``user`` isolation), the hello release answering over HTTP.
+
+Every test makes its own node (unique user prefix, bridge and range) and its
+finalizer stops every process and removes every user and interface it made.
+"""
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from slapnode import format as fmt
+from slapnode import nodeconfig
+from slapnode.agent import InstancePass
+from slapnode.client import Client
+from slapnode.deploy import isolation as isolation_mod
+from slapnode.deploy.partition import parts_of
+from slapnode.format import plan, users
+from slapnode.software.supply import SoftwarePass
+
+from .conftest import run_cli, slapnode_cmd, unique_name
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="instances need root"),
+    pytest.mark.parametrize("master", ["sqlite"], indirect=True),
+]
+ISOLATIONS = ["lxc", "user"] if shutil.which("lxc-execute") else ["user"]
+
+
+@dataclass
+class Node:
+    config: nodeconfig.NodeConfig
+    path: Path
+    client: Client
+    master: object
+    user_client: Client
+
+    def passes(self):
+        """One software pass and one instance pass, as `node software` + `node instance`."""
+        doc = self.client.desired_state()
+        SoftwarePass(self.config, self.client).run(doc)
+        return InstancePass(self.config, self.client).run(self.client.desired_state())
+
+    def request(self, title, **body):
+        body.setdefault("software", self.hello)
+        body.setdefault("node", {"computer": self.config.name})
+        return self.user_client.request_instance(title=title, **body)
+
+    def part(self, reference):
+        return parts_of(self.config)[reference]
+
+
+def _remove_ours(prefix, software_user):
+    for user in users.all_users():
+        if (user.name.startswith(prefix) and user.gecos.startswith(plan.PARTITION_MARK)) or \
+                (user.name == software_user and user.gecos.startswith(plan.SOFTWARE_MARK)):
+            isolation_mod.kill_all(user.uid)
+            users.delete_user(user.name)
+
+
+def make_node(master, isolation, base, hello, partitions=2):
+    tag = secrets.token_hex(3)
+    name = unique_name("node")
+    token = master.client().create_enrollment_token(name)["token"]
+    path = base / "node.cfg"
+    octet = 230 + secrets.randbelow(20)
+    result = run_cli(["node", "register", "--master", master.url, "--token", token, "--config",
+                      str(path), "--partitions", str(partitions), "--user-prefix", f"sn{tag}u",
+                      "--instance-root", str(base / "srv"), "--software-root", str(base / "soft"),
+                      "--bridge", f"snb{tag}", "--ipv4-range", f"10.{octet}.{secrets.randbelow(250)}.0/24",
+                      "--isolation", isolation])
+    assert result.exit_code == 0, result.stderr
+    config = nodeconfig.load(path)
+    config.software_user, config.state_dir = f"sn{tag}s", str(base / "state")
+    nodeconfig.save(config, path)
+    client = Client(master.url, config.credential, retries=0)
+    fmt.reconcile(config, client)
+    master.client().supply(hello, config.name)
+    _, user_token = master.new_user()
+    node = Node(config, path, client, master, Client(master.url, user_token, retries=0))
+    node.hello = hello
+    return node
+
+
+@pytest.fixture
+def base():
+    path = Path(tempfile.mkdtemp(prefix="slapnode-inst-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(params=ISOLATIONS)
+def node(request, master, base, catalog_hello):
+    handle = make_node(master, request.param, base, catalog_hello)
+    try:
+        yield handle
+    finally:
+        _teardown(handle)
+
+
+def _teardown(handle):
+    config = handle.config
+    try:
+        isolation = isolation_mod.isolation_for(config)
+        for part in parts_of(config).values():
+            isolation.stop(part)
+        fmt.reconcile(config, None, remove_all=True, force=True)
+    finally:
+        _remove_ours(config.user_prefix, config.software_user)
+
+
+def get(url, timeout=2):
+    return requests.get(url, timeout=timeout, proxies={"http": None})
+
+
+def wait_for(check, seconds=10, step=0.05):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(step)
+    return False
+
+
+def test_hello_lifecycle_request_change_stop_start_destroy(node):
+    node.request("hello", parameters={"name": "Ada"})
+    node.passes()
+    view = node.user_client.show_instance("hello")
+    assert view["status"] == "ready", view["reason"]
+    url = view["connection"]["url"]
+    assert get(url).text == "Hello, Ada!"
+    assert view["promises"] and all(p["ok"] for p in view["promises"])
+
+    node.request("hello", parameters={"name": "Grace"})
+    node.passes()
+    assert node.user_client.show_instance("hello")["status"] == "ready"
+    assert get(url).text == "Hello, Grace!"
+
+    node.user_client.change_instance("hello", "stopped")
+    node.passes()
+    assert node.user_client.show_instance("hello")["status"] == "stopped"
+    with pytest.raises(requests.RequestException):
+        get(url, timeout=1)
+    part = node.part("slappart0")
+    assert isolation_mod.processes_of(part.uid) == []           # no orphans
+    assert (part.root / "srv" / "www" / "index.html").exists()  # files kept
+
+    node.user_client.change_instance("hello", "started")
+    node.passes()
+    assert node.user_client.show_instance("hello")["status"] == "ready"
+    assert get(url).text == "Hello, Grace!"
+
+    node.user_client.change_instance("hello", "destroyed")
+    node.passes()
+    assert node.user_client.show_instance("hello")["status"] == "destroyed"
+    assert isolation_mod.processes_of(part.uid) == []
+    assert sorted(p.name for p in part.root.iterdir()) == ["etc", "srv", "tmp", "var"]
+    assert not (part.root / "srv" / "www").exists()
+    assert node.client.desired_state()["partitions"][0]["instance"] is None
+
+
+def test_a_killed_service_comes_back_and_a_crash_loop_is_an_error(node):
+    node.request("hello", parameters={"name": "Ada"})
+    node.passes()
+    part = node.part("slappart0")
+    url = node.user_client.show_instance("hello")["connection"]["url"]
+    server = [p for p in isolation_mod.processes_of(part.uid)
+              if b"serve.py" in Path(f"/proc/{p}/cmdline").read_bytes()][0]
+    os.kill(server, signal.SIGKILL)
+    assert wait_for(lambda: get(url, 0.5).text == "Hello, Ada!", seconds=10)   # (timed in bench/)
+    # make the service crash at once, for good
+    conf = part.root / "etc" / "supervisor.d" / "httpd.conf"
+    conf.write_text(conf.read_text().replace("command = ", "command = /bin/false "))
+    from slapnode.deploy import supervisor
+    supervisor.reload(part.root)
+    assert wait_for(lambda: supervisor.programs(part.root)["httpd"][0] == "FATAL", seconds=30)
+    InstancePass(node.config, node.client).run(node.client.desired_state())
+    view = node.user_client.show_instance("hello")
+    assert view["status"] == "error" and "httpd" in view["reason"]
+
+
+@pytest.mark.skipif("lxc" not in ISOLATIONS, reason="LXC is not installed")
+def test_two_partitions_cannot_reach_each_other(master, base, catalog_hello):
+    node = make_node(master, "lxc", base, catalog_hello)
+    try:
+        node.request("a", parameters={"name": "A"})
+        node.request("b", parameters={"name": "B"})
+        node.passes()
+        a, b = node.part("slappart0"), node.part("slappart1")
+        secret = b.root / "srv" / "www" / "index.html"
+        read = subprocess.run(["cat", str(secret)], user=a.uid, group=a.gid, capture_output=True)
+        assert read.returncode != 0 and b"Permission denied" in read.stderr
+        victim = isolation_mod.processes_of(b.uid)[0]
+        kill = subprocess.run([sys.executable, "-c", f"import os; os.kill({victim}, 0)"],
+                              user=a.uid, group=a.gid, capture_output=True)
+        assert kill.returncode != 0 and b"PermissionError" in kill.stderr
+        # inside A's container, B's address does not exist
+        container = f"slapnode-{a.user}"
+        bind = subprocess.run(["lxc-attach", "-n", container, "--", sys.executable, "-c",
+                               f"import socket; socket.socket().bind(('{b.ipv4}', 9999))"],
+                              capture_output=True)
+        assert bind.returncode != 0 and b"Cannot assign requested address" in bind.stderr
+        own = subprocess.run(["lxc-attach", "-n", container, "--", sys.executable, "-c",
+                              f"import socket; socket.socket().bind(('{a.ipv4}', 9999))"],
+                             capture_output=True)
+        assert own.returncode == 0, own.stderr
+    finally:
+        _teardown(node)
+
+
+def start_agent(node, log):
+    return subprocess.Popen(slapnode_cmd("node", "run", "--config", str(node.path), "--poll-wait", "5"),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_the_daemon_converges_after_being_killed_mid_deployment(node, base):
+    log = open(base / "agent.log", "w")
+    agent = start_agent(node, log)
+    try:
+        node.request("hello", parameters={"name": "Ada"})
+        time.sleep(0.3)                 # somewhere in the middle of build or deploy
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+        agent = start_agent(node, log)
+        assert wait_for(lambda: node.user_client.show_instance("hello")["status"] == "ready",
+                        seconds=30), (base / "agent.log").read_text()[-2000:]
+        url = node.user_client.show_instance("hello")["connection"]["url"]
+        assert get(url).text == "Hello, Ada!"
+        # a request while the daemon runs is picked up by the long-poll
+        node.request("hello", parameters={"name": "Lin"})
+        assert wait_for(lambda: get(url, 0.5).text == "Hello, Lin!", seconds=15)
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(10)
+        log.close()
+
+
+def test_instances_keep_serving_while_the_master_is_away(node, base, master):
+    log = open(base / "agent.log", "w")
+    agent = start_agent(node, log)
+    try:
+        node.request("hello", parameters={"name": "Ada"})
+        assert wait_for(lambda: node.user_client.show_instance("hello")["status"] == "ready",
+                        seconds=30)
+        url = node.user_client.show_instance("hello")["connection"]["url"]
+        master.process.send_signal(signal.SIGSTOP)          # the master goes away
+        try:
+            time.sleep(3)
+            assert get(url).text == "Hello, Ada!"
+            assert agent.poll() is None
+        finally:
+            master.process.send_signal(signal.SIGCONT)
+        node.request("hello", parameters={"name": "Back"})
+        assert wait_for(lambda: get(url, 0.5).text == "Hello, Back!", seconds=30), \
+            (base / "agent.log").read_text()[-2000:]
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(10)
+        log.close()
