@@ -23,8 +23,11 @@ apt_install() {
   fi
 }
 
-# Runtime: Python with venv, a compiler for wheels that may need one, curl for the demo.
-apt_install python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates passwd iproute2
+# Runtime: Python with venv, a compiler for wheels that may need one, curl for the demo,
+# the shadow suite for partition users, iproute2, LXC for the partitions' containers,
+# and the tools the software releases' recipes use (make, patch, dpkg-deb, apt).
+apt_install python3 python3-venv python3-dev gcc libc6-dev make patch curl ca-certificates \
+  passwd iproute2 lxc
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   /usr/bin/python3 -m venv .venv

@@ -119,10 +119,13 @@ def _teardown(handle):
     try:
         isolation = isolation_mod.isolation_for(config)
         for part in parts_of(config).values():
-            isolation.stop(part)
+            isolation.stop(part, graceful=False)
         fmt.reconcile(config, None, remove_all=True, force=True)
     finally:
         _remove_ours(config.user_prefix, config.software_user)
+        from slapnode.format import network
+        with network.open_ipr() as ipr:           # whatever happened above
+            network.remove_link(ipr, config.bridge)
 
 
 def get(url, timeout=2):

@@ -188,6 +188,7 @@ def status(config_path, as_json):
 
     config = nodeconfig.load(config_path)
     rows, master_error = fmt.status(config, node_client(config))
+    _add_runtime(config, rows)
     if as_json:
         print_json({"node": config.name, "isolation": config.isolation, "bridge": config.bridge,
                     "master_error": master_error or None, "partitions": rows})
@@ -198,10 +199,29 @@ def status(config_path, as_json):
                    err=True)
     if master_error:
         click.echo(f"master unreachable ({master_error}): free/busy unknown", err=True)
-    print_table([{**r, "formatted": "yes" if r["formatted"] else "NO"} for r in rows],
-                [("PARTITION", "reference"), ("USER", "user"), ("UID", "uid"), ("IPV4", "ipv4"),
+    print_table([{**r, "formatted": "yes" if r["formatted"] else "NO",
+                  "services": " ".join(f"{n}:{st}" for n, st in sorted(r["services"].items())),
+                  "promises": " ".join(f"{p['name']}:{'ok' if p['ok'] else 'FAIL'}"
+                                       for p in r["promises"])} for r in rows],
+                [("PARTITION", "reference"), ("USER", "user"), ("IPV4", "ipv4"),
                  ("IPV6", "ipv6"), ("FORMATTED", "formatted"), ("STATE", "state"),
-                 ("INSTANCE", "instance")])
+                 ("INSTANCE", "instance"), ("SERVICES", "services"), ("PROMISES", "promises")])
+
+
+def _add_runtime(config, rows):
+    """Each partition's services (from its supervisord) and promises, checked now."""
+    from ..deploy import promises, supervisor
+    from ..deploy.partition import parts_of
+
+    parts = parts_of(config)
+    for row in rows:
+        part = parts.get(row["reference"])
+        row["services"], row["promises"] = {}, []
+        if part is None or not supervisor.alive(part.root):
+            continue
+        row["services"] = {n: st for n, (st, _) in supervisor.programs(part.root).items()}
+        row["promises"] = [promises.run(p, part.uid, part.gid, str(part.root))
+                           for p in promises.declared(part.root)]
 
 
 @group.command("software")

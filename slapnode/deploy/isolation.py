@@ -54,6 +54,18 @@ def kill_all(uid, wait=5.0):
         time.sleep(0.02)
 
 
+def _running_with(marker):
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as stream:
+                    if marker in stream.read().replace(b"\0", b" "):
+                        return True
+            except OSError:
+                continue
+    return False
+
+
 def spawn_detached(cmd, **kwargs):
     """Start ``cmd`` so that it outlives us and is never our zombie: a shell
     starts it in the background and exits at once, leaving it to init."""
@@ -80,11 +92,12 @@ class UserIsolation:
                        stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
-    def stop(self, part):
-        supervisor.shutdown(part.root)
-        deadline = time.monotonic() + 10
-        while supervisor.alive(part.root) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    def stop(self, part, graceful=True):
+        if graceful:        # services get their stop signal and stop-wait first
+            supervisor.shutdown(part.root)
+            deadline = time.monotonic() + 10
+            while supervisor.alive(part.root) and time.monotonic() < deadline:
+                time.sleep(0.05)
         kill_all(part.uid)
 
 
@@ -157,11 +170,16 @@ class LxcIsolation:
                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
 
-    def stop(self, part):
-        supervisor.stop_all(part.root)
+    def stop(self, part, graceful=True):
+        if graceful:
+            supervisor.stop_all(part.root)
         subprocess.run(["lxc-stop", "-n", self.container(part), "--kill"],
                        capture_output=True, timeout=30)
         kill_all(part.uid)
+        marker = f" {self.container(part)} ".encode()
+        deadline = time.monotonic() + 5         # lxc-execute leaves once its container died
+        while time.monotonic() < deadline and _running_with(marker):
+            time.sleep(0.02)
 
 
 def isolation_for(config):

@@ -149,8 +149,9 @@ class Partition:
         self.isolation.stop(self.part)
 
     def destroy(self):
-        """Stop everything and leave the partition as format made it, empty."""
-        self.isolation.stop(self.part)
+        """Stop everything and leave the partition as format made it, empty.
+        No graceful stop: whatever the services would save is wiped anyway."""
+        self.isolation.stop(self.part, graceful=False)
         for entry in self.root.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
