@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .deploy import isolation as isolation_mod
+from .deploy import supervisor
 from .deploy.partition import Partition, inputs_hash, parts_of
 from .errors import MasterError, SlapnodeError
 from .software import engine, software_dir
 from .states import DESTROYED, STARTED, STOPPED, InstanceStatus
 
-PARALLEL_PARTITIONS = 4
+PARALLEL_PARTITIONS = 8
 FATAL_RETRY_FIRST = 10.0        # a crash loop is retried after 10 s, 20 s, … at most 10 min
 FATAL_RETRY_MAX = 600.0
 
@@ -190,7 +191,8 @@ class InstancePass:
                 retry = {}
                 if wanted == STARTED:
                     retry = self._fatal_backoff(partition, here, action.kind == "deploy")
-                    partition.start(retry_fatal=retry.get("now", False))
+                    if action.kind != "check" or retry.get("now") or not self._healthy(partition):
+                        partition.start(retry_fatal=retry.get("now", False))
                 elif here.get("state") != STOPPED or action.kind == "deploy":
                     partition.stop()
                 self.local.set(action.reference, {**here, "instance_id": instance["id"],
@@ -203,6 +205,13 @@ class InstancePass:
         except Exception as exc:        # keep the other partitions going; say what broke
             outcome.status, outcome.reason = InstanceStatus.ERROR, f"{type(exc).__name__}: {exc}"
         return self._finish(outcome, action, started)
+
+    @staticmethod
+    def _healthy(partition):
+        """Supervisord up and every service running or on its way: nothing to start."""
+        programs = partition.programs()
+        return bool(programs) and all(state in ("RUNNING", "STARTING", "BACKOFF", "FATAL")
+                                      for state, _ in programs.values())
 
     @staticmethod
     def _fatal_backoff(partition, here, fresh):
@@ -236,8 +245,7 @@ class InstancePass:
         deadline = time.monotonic() + wait
         while True:
             programs = partition.programs()
-            from .deploy import supervisor as sv
-            running = sv.alive(partition.root)
+            running = bool(programs) or supervisor.alive(partition.root)
             results = partition.check_promises() if instance["state"] == STARTED and running else []
             status, reason = status_of(instance["state"], programs, results, running)
             if status != InstanceStatus.DEPLOYING or time.monotonic() > deadline:

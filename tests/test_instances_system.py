@@ -279,3 +279,40 @@ def test_instances_keep_serving_while_the_master_is_away(node, base, master):
         os.killpg(agent.pid, signal.SIGTERM)
         agent.wait(10)
         log.close()
+
+
+def test_shared_instances_reach_their_host_and_get_their_own_parameters(master, base):
+    sr = base / "hostsr"
+    sr.mkdir()
+    (sr / "instance.cfg.in").write_text("""[buildout]
+parts = publish publish-shared
+[publish]
+recipe = slapnode:publish
+url = http://${slap-configuration:ipv4}/
+[publish-shared]
+recipe = slapnode:publish
+for-each-shared-instance = true
+url = http://${slap-configuration:ipv4}/{parameters[path]}
+who = {title}
+""")
+    (sr / "software.cfg").write_text("""[buildout]
+parts = instance
+[instance]
+recipe = slapnode:template
+url = ${:_profile_base_location_}/instance.cfg.in
+output = ${buildout:directory}/instance.cfg
+""")
+    url = str(sr / "software.cfg")
+    master.client().add_software(url, unique_name("hostsr"))
+    node = make_node(master, "user", base, url, partitions=1)
+    try:
+        node.request("host", software=url)
+        node.request("tenant", software=url, shared=True, parameters={"path": "a"})
+        node.passes()
+        host = node.user_client.show_instance("host")
+        assert host["status"] == "ready", host["reason"]
+        shared = node.user_client.show_instance("tenant")
+        assert shared["host"] == "host"
+        assert shared["connection"] == {"url": f"http://{host['ipv4']}/a", "who": "tenant"}
+    finally:
+        _teardown(node)

@@ -63,6 +63,25 @@ class Context:
     download_cache: Path
     log: object                     # a text stream
     offline: bool = False
+    profile: object = None          # the expanded profile, for recipes that read other sections
+
+    def slap_configuration(self):
+        """The agent's [slap-configuration] when deploying an instance, else {}."""
+        if self.profile is None or not self.profile.has_section("slap-configuration"):
+            return {}
+        return self.profile.section("slap-configuration")
+
+    def instance_parameters(self):
+        import json
+
+        raw = self.slap_configuration().get("parameters")
+        return json.loads(raw) if raw else {}
+
+    def shared_instances(self):
+        import json
+
+        raw = self.slap_configuration().get("shared-instances")
+        return json.loads(raw) if raw else []
 
     @property
     def parts_directory(self):

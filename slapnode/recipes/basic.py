@@ -54,7 +54,9 @@ class Template(Recipe):
 
     The template sees ``options`` (this part's options) and one variable per
     ``context`` line ``NAME VALUE`` (e.g. ``context = python /usr/bin/python3``);
-    ``mode`` (octal) for the output.
+    ``mode`` (octal) for the output. In an instance profile it also sees
+    ``parameters`` (the request's parameters, a dict) and ``shared_instances``
+    (a list of {id, title, state, parameters}).
     """
 
     def install(self):
@@ -67,7 +69,8 @@ class Template(Recipe):
             text = self.options["inline"]
         else:
             raise RecipeError(f"[{self.name}] needs 'url', 'input' or 'inline'")
-        variables = {"options": self.options}
+        variables = {"options": self.options, "parameters": self.context.instance_parameters(),
+                     "shared_instances": self.context.shared_instances()}
         for line in lines(self.options.get("context")):
             key, _, value = line.partition(" ")
             variables[key] = value.strip()

@@ -94,16 +94,40 @@ class Promise(Recipe):
 class Publish(Recipe):
     """Connection parameters: every option but ``recipe``; ``serialise = json``
     publishes them as one JSON-in-XML ``_`` parameter; ``shared-instance = ID``
-    publishes them for that shared instance instead of this one."""
+    publishes them for that shared instance instead of this one.
 
-    def install(self):
-        values = {k: v for k, v in self.options.items() if k not in RESERVED and not k.startswith("_")}
+    ``for-each-shared-instance = true`` (on a host instance) publishes the
+    options once per shared instance attached to it, each value formatted with
+    that shared instance: ``{id}``, ``{title}``, ``{parameters[path]}``.
+    """
+
+    def _values(self, shared=None):
+        values = {k: v for k, v in self.options.items()
+                  if k not in RESERVED and not k.startswith("_") and k != "for-each-shared-instance"}
+        if shared is not None:
+            try:
+                values = {k: v.format(**shared) for k, v in values.items()}
+            except (KeyError, IndexError, ValueError) as exc:
+                raise RecipeError(f"[{self.name}] cannot fill in for shared instance "
+                                  f"{shared.get('title')!r}: missing {exc}") from None
         if self.options.get("serialise", "").strip() == "json":
             values = {"_": json.dumps(values, sort_keys=True)}
+        return values
+
+    def install(self):
+        folder = self.context.directory / "etc" / "publish"
+        written = []
+        if self.options.get("for-each-shared-instance", "").strip().lower() in ("true", "yes", "1"):
+            for old in folder.glob(f"{self.name}.shared-*.json"):
+                old.unlink()
+            for shared in self.context.shared_instances():
+                record = {"shared_instance": shared["id"], "values": self._values(shared)}
+                written.append(_write(folder / f"{self.name}.shared-{shared['id']}.json",
+                                      json.dumps(record, sort_keys=True)))
+            return written
         shared = self.options.get("shared-instance", "").strip()
-        record = {"shared_instance": int(shared) if shared else None, "values": values}
-        return [_write(self.context.directory / "etc" / "publish" / f"{self.name}.json",
-                       json.dumps(record, sort_keys=True))]
+        record = {"shared_instance": int(shared) if shared else None, "values": self._values()}
+        return [_write(folder / f"{self.name}.json", json.dumps(record, sort_keys=True))]
 
     update = install
 

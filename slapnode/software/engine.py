@@ -93,7 +93,7 @@ def build(url, directory, download_cache=None, log=None, offline=False, override
     if completed.exists():
         completed.unlink()
     stream = log or open(directory / LOG, "a", encoding="utf-8")
-    context = recipes.Context(directory, download_cache, stream, offline)
+    context = recipes.Context(directory, download_cache, stream, offline, profile)
     installed_path = directory / INSTALLED
     try:
         installed = json.loads(installed_path.read_text()) if installed_path.exists() else {}
