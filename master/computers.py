@@ -247,6 +247,8 @@ def _instance_report(session, instance, item):
         instance.connection = item["connection"]
     if item.get("promises") is not None:
         instance.promises = item["promises"]
+    if item.get("usage") is not None:
+        instance.usage = item["usage"]
     instance.updated_at = utcnow()
     touch_instance(session, instance.id)
 

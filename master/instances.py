@@ -270,6 +270,7 @@ def view(session, instance):
         "node_filter": instance.node_filter,
         "connection": instance.connection,
         "promises": instance.promises,
+        "usage": instance.usage or {},
         "created_at": iso(instance.created_at),
         "updated_at": iso(instance.updated_at),
     }

@@ -173,6 +173,7 @@ class Instance(Base):
     status: Mapped[str] = mapped_column(String(16), default=InstanceStatus.PENDING, index=True)
     status_reason: Mapped[str] = mapped_column(Text, default="")
     promises: Mapped[list] = mapped_column(JSON, default=list)
+    usage: Mapped[dict] = mapped_column(JSON, default=dict)     # cpu_seconds, memory_mb, disk_mb
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import usage
 from .deploy import isolation as isolation_mod
 from .deploy import supervisor
 from .deploy.partition import Partition, inputs_hash, parts_of
@@ -253,7 +254,8 @@ class InstancePass:
             time.sleep(0.05)
         own, shared = partition.connection()
         outcome.status, outcome.reason = status, reason
-        outcome.report = {"connection": own, "promises": results}
+        outcome.report = {"connection": own, "promises": results,
+                          "usage": usage.partition_usage(partition.part)}
         outcome.shared = [{"instance_id": sid, "connection": values, "status": InstanceStatus.READY}
                           for sid, values in shared.items()]
 
@@ -278,6 +280,7 @@ class InstancePass:
                     "connection": outcome.report.get("connection"),
                     "promises": outcome.report.get("promises")}
             key = json.dumps(item, sort_keys=True)
+            item["usage"] = outcome.report.get("usage")     # not a reason to report again
             if only_changed and self.last_reports.get(outcome.reference) == key:
                 continue
             self.last_reports[outcome.reference] = key

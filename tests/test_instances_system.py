@@ -152,6 +152,7 @@ def test_hello_lifecycle_request_change_stop_start_destroy(node):
     url = view["connection"]["url"]
     assert get(url).text == "Hello, Ada!"
     assert view["promises"] and all(p["ok"] for p in view["promises"])
+    assert view["usage"]["memory_mb"] > 1 and view["usage"]["disk_mb"] > 0    # usage reported
 
     node.request("hello", parameters={"name": "Grace"})
     node.passes()

@@ -95,6 +95,7 @@ class InstanceStatusReport(Body):
     reason: str | None = Field(default=None, max_length=4096)
     connection: dict[str, Any] | None = None
     promises: list[Promise] | None = None
+    usage: dict[str, float] | None = None
 
 
 class SharedStatusReport(Body):

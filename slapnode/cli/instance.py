@@ -178,6 +178,10 @@ def show(ctx, title, as_xml, as_json):
         values = view.get(section) or {}
         for key in sorted(values):
             click.echo(f"  {key} = {values[key]}")
+    if view.get("usage"):
+        u = view["usage"]
+        click.echo(f"usage        cpu {u.get('cpu_seconds', 0)} s, memory {u.get('memory_mb', 0)} MB, "
+                   f"disk {u.get('disk_mb', 0)} MB")
     if view.get("promises"):
         click.echo("promises:")
         for promise in view["promises"]:

@@ -1,0 +1,51 @@
+"""What each partition uses: CPU time, memory and disk, read from /proc and the disk.
+
+Owns the measurement only (pure reading, no effects); the agent sends it with
+its reports so that the master can show it and, later, bill it.
+"""
+
+import os
+import time
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _processes(uid):
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    yield entry.name
+            except OSError:
+                continue
+
+
+def _cpu_and_memory(uid):
+    cpu, memory = 0.0, 0
+    for pid in _processes(uid):
+        try:
+            with open(f"/proc/{pid}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS     # utime + stime
+            memory += int(fields[21]) * PAGE                              # rss pages
+        except (OSError, IndexError, ValueError):
+            continue
+    return cpu, memory
+
+
+def disk_bytes(root):
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def partition_usage(part):
+    cpu, memory = _cpu_and_memory(part.uid)
+    return {"cpu_seconds": round(cpu, 2), "memory_mb": round(memory / 2**20, 1),
+            "disk_mb": round(disk_bytes(part.root) / 2**20, 3), "at": int(time.time())}
