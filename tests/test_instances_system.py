@@ -227,8 +227,30 @@ def test_two_partitions_cannot_reach_each_other(master, base, catalog_hello):
                               f"import socket; socket.socket().bind(('{a.ipv4}', 9999))"],
                              capture_output=True)
         assert own.returncode == 0, own.stderr
+        # its own pid namespace, and the node config's cgroup limits
+        ps = subprocess.run(["lxc-attach", "-n", container, "--", "ps", "-e", "-o", "pid="],
+                            capture_output=True, text=True).stdout.split()
+        assert len(ps) < 10 and "1" in ps
+        limits = cgroup_limits(isolation_mod.processes_of(a.uid)[0])
+        assert limits["memory"] == node.config.memory_limit_mb * 2**20
+        assert limits["pids"] == node.config.pids_limit
     finally:
         _teardown(node)
+
+
+def cgroup_limits(pid):
+    """Memory and pids limits of the cgroup that ``pid`` runs in (v1 or v2)."""
+    limits = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "memory":
+            limits["memory"] = int(Path(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").read_text())
+        elif controllers == "pids":
+            limits["pids"] = int(Path(f"/sys/fs/cgroup/pids{path}/pids.max").read_text())
+        elif controllers == "" and Path(f"/sys/fs/cgroup{path}/memory.max").exists():
+            limits.setdefault("memory", int(Path(f"/sys/fs/cgroup{path}/memory.max").read_text()))
+            limits.setdefault("pids", int(Path(f"/sys/fs/cgroup{path}/pids.max").read_text()))
+    return limits
 
 
 def start_agent(node, log):
@@ -286,10 +308,13 @@ def test_shared_instances_reach_their_host_and_get_their_own_parameters(master, 
     sr = base / "hostsr"
     sr.mkdir()
     (sr / "instance.cfg.in").write_text("""[buildout]
-parts = publish publish-shared
+parts = secret publish publish-shared
+[secret]
+recipe = slapnode:password
 [publish]
 recipe = slapnode:publish
 url = http://${slap-configuration:ipv4}/
+password = ${secret:passwd}
 [publish-shared]
 recipe = slapnode:publish
 for-each-shared-instance = true
@@ -315,5 +340,12 @@ output = ${buildout:directory}/instance.cfg
         shared = node.user_client.show_instance("tenant")
         assert shared["host"] == "host"
         assert shared["connection"] == {"url": f"http://{host['ipv4']}/a", "who": "tenant"}
+        password = host["connection"]["password"]
+        assert len(password) >= 20
+        # a redeploy (another tenant attaches) keeps the password
+        node.request("tenant2", software=url, shared=True, parameters={"path": "b"})
+        node.passes()
+        assert node.user_client.show_instance("host")["connection"]["password"] == password
+        assert node.user_client.show_instance("tenant2")["connection"]["url"].endswith("/b")
     finally:
         _teardown(node)

@@ -148,8 +148,9 @@ class Profile:
         return ordered
 
     def digest(self):
-        """A hash of everything that will be built: the parts and their expanded options."""
-        blob = json.dumps(self.parts(), sort_keys=True).encode()
+        """A hash of everything that will be built: the parts and their expanded options,
+        and what the agent gave (a recipe may read any of it, e.g. the shared instances)."""
+        blob = json.dumps([self.parts(), self.overrides], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 
