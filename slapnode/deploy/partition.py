@@ -122,6 +122,7 @@ class Partition:
             os.unlink(given)
         if result.returncode != 0:
             raise SlapnodeError((result.stderr.strip().splitlines() or ["deploy failed"])[-1])
+        self.changed = result.stdout.startswith("deployed")
         conf = supervisor.paths(self.root)["conf"]
         text = supervisor.render(self.root, self.part.reference)
         if not conf.exists() or conf.read_text() != text:
@@ -131,6 +132,7 @@ class Partition:
         os.chown(supervisor.paths(self.root)["programs"], self.part.uid, self.part.gid)
 
     def start(self, retry_fatal=False):
+        restart = getattr(self, "changed", False) and supervisor.alive(self.root)
         if not supervisor.alive(self.root):
             socket_path = supervisor.paths(self.root)["socket"]
             if socket_path.exists():
@@ -142,7 +144,10 @@ class Partition:
                     raise SlapnodeError("the partition's supervisord did not start; see "
                                         f"{self.root}/var/log/supervisord.log")
                 time.sleep(0.02)
-        supervisor.reload(self.root)
+        _, changed, _ = supervisor.reload(self.root)
+        if restart:             # a redeploy: services re-read what it rewrote
+            supervisor.restart_all(self.root)
+            self.changed = False
         supervisor.start_all(self.root, include_fatal=retry_fatal)
 
     def stop(self):

@@ -137,3 +137,15 @@ def shutdown(root):
         proxy(root, timeout=5).supervisor.shutdown()
     except (OSError, xmlrpc.client.Error):
         pass
+
+
+def restart_all(root):
+    """Restart every program, so that it reads its new configuration."""
+    server = proxy(root)
+    for name, (state, _) in programs(root).items():
+        try:
+            if state in RUNNING_STATES | {"STARTING", "BACKOFF"}:
+                server.supervisor.stopProcess(name, True)
+            server.supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault:
+            pass

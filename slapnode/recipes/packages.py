@@ -34,13 +34,46 @@ def _query(cmd):
     return result.stdout
 
 
-def closure(packages):
-    """The packages and everything they depend on (Depends and Pre-Depends)."""
+def dependency_graph(packages):
+    """{package: [dependencies]} for ``packages`` and everything below them (Depends and
+    Pre-Depends; a virtual dependency becomes its first provider)."""
     out = _query(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
                   "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *packages])
-    names = {line.strip() for line in out.splitlines()
-             if line and not line.startswith(" ") and not line.startswith("<")}
-    return sorted(names)
+    graph, current, virtual = {}, None, False
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith(" "):
+            current = None if line.startswith("<") else line.strip()
+            if current:
+                graph.setdefault(current, [])
+            virtual = False
+            continue
+        if current is None:
+            continue
+        text = line.strip().lstrip("|")
+        if text.startswith(("Depends:", "PreDepends:")):
+            target = text.split(":", 1)[1].strip()
+            virtual = target.startswith("<")
+            if not virtual:
+                graph[current].append(target)
+        elif virtual and line.startswith("    "):
+            graph[current].append(text)         # the first provider of a virtual package
+            virtual = False
+    return graph
+
+
+def closure(packages, skip=()):
+    """The packages and what they depend on, not descending into ``skip``."""
+    graph = dependency_graph(packages)
+    seen, todo = set(), list(packages)
+    while todo:
+        name = todo.pop()
+        if name in seen or name in skip:
+            continue
+        seen.add(name)
+        todo.extend(graph.get(name, []))
+    return sorted(seen)
 
 
 def base_system():
@@ -87,15 +120,15 @@ class Deb(Recipe):
         if not shutil.which("apt-cache") or not shutil.which("dpkg-deb"):
             raise RecipeError(f"[{self.name}] the deb recipe needs a Debian or Ubuntu host "
                               "(apt-cache and dpkg-deb)")
+        base = base_system()
         excluded = set(lines(self.options.get("exclude")))
-        names = [n for n in closure(wanted) if n not in excluded]
+        names = closure(wanted, skip=(excluded | base) - set(wanted))
         records = package_records(names)
         missing = [n for n in wanted if n not in records]
         if missing:
             raise RecipeError(f"[{self.name}] no such Debian package: {', '.join(missing)} "
                               "(or the apt lists are missing: run `apt-get update` as root)")
-        base = base_system()
-        chosen = [r for n, r in records.items() if n in wanted or n not in base]
+        chosen = list(records.values())
         debs = self._fetch(chosen)
         location = self.location
         if location.exists():
@@ -121,16 +154,16 @@ class Deb(Recipe):
                 specs = [f"{r['Package']}={r['Version']}" for r in missing]
                 self.context.run(["apt-get", "download", "-q", *specs], cwd=tmp,
                                  what=f"[{self.name}] apt-get download")
+                by_package = {r["Package"]: os.path.basename(r["Filename"]) for r in missing}
                 for deb in tmp.glob("*.deb"):
-                    os.replace(deb, cache / deb.name.replace("%3a", ":"))
+                    package = deb.name.split("_", 1)[0]
+                    if package in by_package:     # the name apt's lists give (no epoch)
+                        os.replace(deb, cache / by_package[package])
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         paths = []
         for name in wanted:
             path = cache / name
-            if not path.exists():
-                alternative = cache / name.replace(":", "%3a")
-                path = alternative if alternative.exists() else path
             if not path.exists():
                 raise RecipeError(f"[{self.name}] apt-get download did not produce {name}")
             paths.append(path)

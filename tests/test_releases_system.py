@@ -1,0 +1,103 @@
+"""The shipped real-workload releases, end to end on a real node: redis (Debian's
+redis-server through the deb recipe) and the BOINC client; condor's rendered
+configuration. As root."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from slapnode.software import software_dir
+
+from .conftest import unique_name
+from .test_instances_system import _teardown, make_node, ISOLATIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASES = ROOT / "software-releases"
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="instances need root"),
+    pytest.mark.parametrize("master", ["sqlite"], indirect=True),
+]
+ISOLATION = ISOLATIONS[0]
+
+
+@pytest.fixture
+def base():
+    path = Path(tempfile.mkdtemp(prefix="slapnode-rel-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def catalog(master, name):
+    url = f"{master.url}/software-releases/{name}/software.cfg"
+    client = master.client()
+    if url not in {s["url"] for s in client.list_software()}:
+        schema = json.loads((RELEASES / name / "software.cfg.json").read_text())
+        client.add_software(url, unique_name(name), schema=schema)
+    return url
+
+
+@pytest.fixture
+def redis_node(master, base):
+    node = make_node(master, ISOLATION, base, catalog(master, "redis"), partitions=2)
+    try:
+        yield node
+    finally:
+        _teardown(node)
+
+
+def redis_cli(node, view, *args, password=None):
+    conn = view["connection"]
+    sr = software_dir(node.config.software_root, node.hello)
+    env = {"LD_LIBRARY_PATH": f"{sr}/parts/redis/usr/lib/x86_64-linux-gnu", "PATH": "/usr/bin:/bin"}
+    cmd = [conn["redis_cli"], "-h", conn["redis_ip"], "-p", conn["redis_port"]]
+    if password:
+        cmd += ["--no-auth-warning", "-a", password]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=10)
+
+
+def test_redis_set_get_password_and_persistence(redis_node):
+    node = redis_node
+    node.request("cache", parameters={"persistence": "rdb"})
+    node.passes()
+    view = node.user_client.show_instance("cache")
+    assert view["status"] == "ready", view["reason"]
+    assert view["connection"]["redis_uses_password"] == "false"
+    assert redis_cli(node, view, "SET", "k", "v").stdout.strip() == "OK"
+    assert redis_cli(node, view, "GET", "k").stdout.strip() == "v"
+
+    node.user_client.change_instance("cache", "stopped")
+    node.passes()
+    node.user_client.change_instance("cache", "started")
+    node.passes()
+    view = node.user_client.show_instance("cache")
+    assert view["status"] == "ready", view["reason"]
+    assert redis_cli(node, view, "GET", "k").stdout.strip() == "v"      # kept across stop/start
+
+    node.request("cache", parameters={"persistence": "rdb", "use_passwd": "true"})
+    node.passes()
+    view = node.user_client.show_instance("cache")
+    assert view["connection"]["redis_uses_password"] == "true"
+    refused = redis_cli(node, view, "GET", "k")
+    assert "NOAUTH" in refused.stdout + refused.stderr
+    allowed = redis_cli(node, view, "GET", "k", password=view["connection"]["redis_passwd"])
+    assert allowed.stdout.strip() == "v"
+
+
+def test_bad_redis_parameters_are_refused_by_the_master(redis_node):
+    from slapnode.errors import MasterError
+
+    for params, field in (({"maxmemory-mb": "0"}, "maxmemory-mb"),
+                          ({"persistence": "sometimes"}, "persistence"),
+                          ({"colour": "red"}, "colour")):
+        with pytest.raises(MasterError) as info:
+            redis_node.request("bad", parameters=params)
+        assert info.value.status == 422 and field in str(info.value)
+    assert redis_node.client.desired_state()["partitions"][0]["instance"] is None
