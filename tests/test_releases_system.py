@@ -101,3 +101,60 @@ def test_bad_redis_parameters_are_refused_by_the_master(redis_node):
             redis_node.request("bad", parameters=params)
         assert info.value.status == 422 and field in str(info.value)
     assert redis_node.client.desired_state()["partitions"][0]["instance"] is None
+
+
+def settle(node, title, seconds=60):
+    """Passes until the instance is no longer deploying (the daemon's health checks do this)."""
+    import time
+
+    from slapnode.agent import InstancePass
+
+    deadline = time.monotonic() + seconds
+    view = node.user_client.show_instance(title)
+    while view["status"] == "deploying" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        InstancePass(node.config, node.client).run(node.client.desired_state())
+        view = node.user_client.show_instance(title)
+    return view
+
+
+def boinccmd(node, view, *args):
+    conn = view["connection"]
+    sr = software_dir(node.config.software_root, node.hello)
+    env = {"LD_LIBRARY_PATH": f"{sr}/parts/boinc/usr/lib/x86_64-linux-gnu", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([conn["boinccmd"], "--host", f"{conn['remote_host']}:{conn['rpc_port']}",
+                           "--passwd", conn["rpc_passwd"], *args],
+                          capture_output=True, text=True, env=env, timeout=20)
+
+
+def test_boinc_client_answers_its_gui_rpc_and_shows_an_offline_attach(master, base):
+    node = make_node(master, ISOLATION, base, catalog(master, "boinc-client"), partitions=1)
+    try:
+        node.request("worker", parameters={"max-ncpus-pct": "50", "run-only-when-idle": "true"})
+        node.passes()
+        view = settle(node, "worker")
+        assert view["status"] == "ready", view["reason"]
+        info = boinccmd(node, view, "--get_host_info")
+        assert info.returncode == 0 and "#CPUS:" in info.stdout, info.stdout + info.stderr
+        prefs = (node.part("slappart0").root / "srv" / "boinc" / "global_prefs_override.xml").read_text()
+        assert "<max_ncpus_pct>50.0</max_ncpus_pct>" in prefs
+        assert "<run_if_user_active>0</run_if_user_active>" in prefs
+        wrong = subprocess.run([view["connection"]["boinccmd"], "--host",
+                                f"{view['connection']['remote_host']}:31416", "--passwd", "wrong",
+                                "--get_project_status"], capture_output=True, text=True, timeout=20,
+                               env={"LD_LIBRARY_PATH": str(software_dir(node.config.software_root, node.hello))
+                                    + "/parts/boinc/usr/lib/x86_64-linux-gnu"})
+        assert "Authorization failure" in wrong.stdout + wrong.stderr
+
+        node.request("worker", parameters={"boinc-project-url": "http://boinc.example.invalid/project/",
+                                           "boinc-account-key": "0123abcd"})
+        node.passes()
+        view = settle(node, "worker")
+        assert view["status"] == "ready", view["reason"]
+        assert view["connection"]["boinc_project_url"] == "http://boinc.example.invalid/project/"
+        status = boinccmd(node, view, "--get_project_status")
+        assert status.returncode == 0, status.stderr
+        messages = boinccmd(node, view, "--get_messages")
+        assert "boinc.example.invalid" in status.stdout + messages.stdout
+    finally:
+        _teardown(node)

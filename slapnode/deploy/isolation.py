@@ -144,6 +144,13 @@ class LxcIsolation:
             f"lxc.net.0.ipv6.address = {part.ipv6}/{v6.prefixlen if c.ipv6_source != 'global' else 128}",
             f"lxc.net.0.ipv6.gateway = {nodeconfig.gateway_v6(c) if c.ipv6_source != 'global' else 'auto'}",
         ]
+        # The partition knows its own name, and name lookups fail at once instead of
+        # waiting for a name server the partition cannot reach (no outbound network).
+        state = Path(c.state_dir) / "lxc"
+        lines += [
+            f"lxc.mount.entry = {state / (self.container(part) + '.hosts')} etc/hosts none bind,ro,create=file 0 0",
+            f"lxc.mount.entry = {state / 'resolv.conf'} etc/resolv.conf none bind,ro,create=file 0 0",
+        ]
         memory = c.memory_limit_mb * 1024 * 1024
         period = 100000
         quota = int(period * c.cpu_limit_pct / 100)
@@ -160,6 +167,12 @@ class LxcIsolation:
     def start(self, part):
         path = self.config_path(part)
         path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / f"{self.container(part)}.hosts").write_text(
+            f"127.0.0.1 localhost\n::1 localhost\n{part.ipv4} {part.reference}\n"
+            f"{part.ipv6} {part.reference}\n")
+        (path.parent / "resolv.conf").write_text(
+            "# slapnode partitions have no name server: lookups fail at once\n"
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         path.write_text(self.render(part))
         log = Path(part.root) / "var" / "log" / "container.log"
         out = open(Path(self.config.state_dir) / "lxc" / f"{self.container(part)}.out", "ab")
