@@ -158,3 +158,58 @@ def test_boinc_client_answers_its_gui_rpc_and_shows_an_offline_attach(master, ba
         assert "boinc.example.invalid" in status.stdout + messages.stdout
     finally:
         _teardown(node)
+
+
+def in_partition(node, part, command, env):
+    """Run ``command`` as the partition user where its services run (its container)."""
+    if node.config.isolation == "lxc":
+        return subprocess.run(["lxc-attach", "-n", f"slapnode-{part.user}", "--", "env",
+                               *[f"{k}={v}" for k, v in env.items()], *command],
+                              capture_output=True, text=True, timeout=60, cwd=part.root)
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=part.root,
+                          user=part.uid, group=part.gid, env={"PATH": "/usr/bin:/bin", **env})
+
+
+def test_condor_pool_runs_a_submitted_job(master, base):
+    """Manager and worker on one node; a job submitted with condor_submit runs and its
+    output comes back. Skipped, saying why, where HTCondor's daemons cannot be obtained."""
+    import time
+
+    url = catalog(master, "condor")
+    node = make_node(master, ISOLATION, base, url, partitions=2)
+    try:
+        from slapnode.software.supply import SoftwarePass
+
+        result = SoftwarePass(node.config, node.client).ensure(url)
+        if result.status != "available":
+            pytest.skip(f"HTCondor's daemons cannot be obtained here: {result.how[:200]} "
+                        "(the tarball must be reachable or in the node's download cache)")
+        node.request("pool", type="manager")
+        node.passes()
+        manager = settle(node, "pool", seconds=120)
+        assert manager["status"] == "ready", manager["reason"]
+        host = manager["connection"]["condor_host"]
+        node.request("w1", type="worker", parameters={"condor-host": host})
+        node.passes()
+        worker = settle(node, "w1", seconds=120)
+        assert worker["status"] == "ready", worker["reason"]
+        assert worker["connection"]["condor_instance_type"] == "worker"
+        part = node.part(manager["partition"])
+        job = part.root / "srv" / "job.sub"
+        job.write_text(f"executable = /bin/echo\narguments = hello from condor\n"
+                       f"output = {part.root}/srv/job.out\nerror = {part.root}/srv/job.err\n"
+                       f"log = {part.root}/srv/job.log\nshould_transfer_files = YES\n"
+                       "when_to_transfer_output = ON_EXIT\nqueue\n")
+        os.chown(job, part.uid, part.gid)
+        sr = software_dir(node.config.software_root, url)
+        env = {"CONDOR_CONFIG": str(part.root / "etc" / "condor_config"),
+               "PATH": f"{sr}/parts/condor/bin:/usr/bin:/bin"}
+        submitted = in_partition(node, part, ["condor_submit", str(job)], env)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        out = part.root / "srv" / "job.out"
+        deadline = time.monotonic() + 300
+        while not (out.exists() and out.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert out.read_text().strip() == "hello from condor"
+    finally:
+        _teardown(node)

@@ -82,6 +82,7 @@ def overrides(config, part, instance):
             "software-type": instance.get("type") or "default",
             "ipv4": part.ipv4, "ipv6": part.ipv6, "partition-root": str(part.root),
             "software-root": str(sr_dir), "user": part.user,
+            "uid": str(part.uid), "gid": str(part.gid),
             "parameters": json.dumps(parameters, sort_keys=True),
             "shared-instances": json.dumps(instance.get("shared_instances") or [], sort_keys=True),
         },

@@ -164,13 +164,20 @@ def _local_path(url):
 def _http_download(url, out):
     import requests
 
+    host = urllib.parse.urlparse(url).hostname
     try:
         with requests.get(url, stream=True, timeout=60) as response:
-            response.raise_for_status()
+            if response.status_code != 200:
+                raise RecipeError(f"cannot download {url}: HTTP {response.status_code}")
             for chunk in response.iter_content(1 << 16):
                 out.write(chunk)
+    except requests.ConnectionError:
+        raise RecipeError(f"cannot download {url}: {host} cannot be reached from this machine "
+                          "(no route, or its name does not resolve)") from None
+    except requests.Timeout:
+        raise RecipeError(f"cannot download {url}: {host} did not answer in time") from None
     except requests.RequestException as exc:
-        raise RecipeError(f"cannot download {url}: {exc}") from None
+        raise RecipeError(f"cannot download {url}: {type(exc).__name__}") from None
 
 
 def _matches(path, sha256, md5sum):

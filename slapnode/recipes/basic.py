@@ -1,5 +1,6 @@
 """The small recipes: ``mkdir``, ``command`` and ``template`` (Jinja2)."""
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -75,9 +76,11 @@ class Template(Recipe):
             key, _, value = line.partition(" ")
             variables[key] = value.strip()
         try:
-            rendered = jinja2.Environment(undefined=jinja2.StrictUndefined,
-                                          keep_trailing_newline=True).from_string(text).render(variables)
-        except jinja2.TemplateError as exc:
+            environment = jinja2.Environment(undefined=jinja2.StrictUndefined,
+                                             keep_trailing_newline=True)
+            environment.filters["fromjson"] = json.loads
+            rendered = environment.from_string(text).render(variables)
+        except (jinja2.TemplateError, ValueError) as exc:
             raise RecipeError(f"[{self.name}] template error: {exc}") from None
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(output.name + ".tmp")
