@@ -76,11 +76,23 @@ def closure(packages, skip=()):
     return sorted(seen)
 
 
-def base_system():
-    """Packages every Debian system has: the Essential ones and what they depend on."""
+def base_system(cache_dir=None):
+    """Packages every Debian system has: the Essential ones and what they depend on.
+    Remembered in ``cache_dir`` until dpkg's or apt's state changes (it takes seconds)."""
+    import json
+
+    stamp = "-".join(str(int(os.stat(p).st_mtime)) for p in ("/var/lib/dpkg/status", "/var/lib/apt/lists")
+                     if os.path.exists(p))
+    memo = Path(cache_dir) / f"base-system-{stamp}.json" if cache_dir else None
+    if memo is not None and memo.exists():
+        return set(json.loads(memo.read_text()))
     out = _query(["dpkg-query", "-W", "-f", "${Package}\t${Essential}\n"])
     essential = [line.split("\t")[0] for line in out.splitlines() if line.endswith("\tyes")]
-    return set(closure(essential)) if essential else set()
+    base = set(closure(essential)) if essential else set()
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(sorted(base)))
+    return base
 
 
 def package_records(names):
@@ -120,7 +132,7 @@ class Deb(Recipe):
         if not shutil.which("apt-cache") or not shutil.which("dpkg-deb"):
             raise RecipeError(f"[{self.name}] the deb recipe needs a Debian or Ubuntu host "
                               "(apt-cache and dpkg-deb)")
-        base = base_system()
+        base = base_system(self.context.download_cache / "debs")
         excluded = set(lines(self.options.get("exclude")))
         names = closure(wanted, skip=(excluded | base) - set(wanted))
         records = package_records(names)

@@ -1,0 +1,152 @@
+"""Real-workload releases: build time from scratch and from the binary cache, and
+request -> ready on a warm node, for redis and boinc-client (condor: whether its
+daemons can be had here). As root.
+
+* from scratch: `slapnode node software` with the release's directory removed, the
+  download cache (fetched .deb files) warm — the first, cold run is shown apart;
+* from the binary cache: the same, once a trusted builder uploaded the build;
+* request -> ready: `slapnode instance request … --wait` while `slapnode node run`
+  runs, the release already built.
+
+    .venv/bin/python bench/releases_bench.py [--runs 3]
+"""
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.conftest import start_master, stop_process  # noqa: E402
+
+from slapnode import format as fmt  # noqa: E402
+from slapnode import nodeconfig  # noqa: E402
+from slapnode.client import Client  # noqa: E402
+from slapnode.deploy import isolation as isolation_mod  # noqa: E402
+from slapnode.deploy.partition import parts_of  # noqa: E402
+from slapnode.format import users  # noqa: E402
+from slapnode.software import software_dir  # noqa: E402
+
+SLAPNODE = [sys.executable, "-m", "slapnode"]
+RELEASES = ("redis", "boinc-client", "condor")
+PARAMETERS = {"redis": [], "boinc-client": ["--parameter", "max-ncpus-pct=50"]}
+
+
+def run(cmd, env=None, check=True):
+    started = time.monotonic()
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()[-500:]}")
+    return time.monotonic() - started, result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    base = Path(tempfile.mkdtemp(prefix="snbench-rel-"))
+    os.chmod(base, 0o755)
+    tag = secrets.token_hex(2)
+    proc = agent = config = None
+    table = []
+    try:
+        proc, url, admin = start_master(base / "master")
+        a = Client(url, admin)
+        urls = {name: f"{url}/software-releases/{name}/software.cfg" for name in RELEASES}
+        for name, release in urls.items():
+            a.add_software(release, name)
+        user_token = a.add_user("bench")["token"]
+        token = a.create_enrollment_token("bench")["token"]
+        path = base / "node.cfg"
+        isolation = "lxc" if shutil.which("lxc-execute") else "user"
+        run(SLAPNODE + ["node", "register", "--master", url, "--token", token, "--config", str(path),
+                        "--partitions", "2", "--user-prefix", f"snrb{tag}u", "--instance-root",
+                        str(base / "srv"), "--software-root", str(base / "soft"), "--bridge",
+                        f"snrb{tag}", "--ipv4-range", "10.248.0.0/24", "--isolation", isolation])
+        config = nodeconfig.load(path)
+        config.software_user, config.state_dir = f"snrb{tag}s", str(base / "state")
+        nodeconfig.save(config, path)
+        run(SLAPNODE + ["node", "format", "--config", str(path)])
+        software = SLAPNODE + ["node", "software", "--config", str(path), "--force"]
+
+        def wipe(name):
+            shutil.rmtree(software_dir(config.software_root, urls[name]), ignore_errors=True)
+
+        for name in RELEASES:
+            print(f"{name}: building ...", flush=True)
+            a.supply(urls[name], "bench")
+            cold, result = run(software, check=False)
+            if result.returncode != 0:
+                reason = (result.stderr.strip().splitlines() or ["?"])[-1]
+                table.append((name, f"fails in {cold:.2f} s: {reason[:110]}", "", "", ""))
+                a.supply(urls[name], "bench", state="destroyed")
+                run(software, check=False)
+                continue
+            scratch = []
+            for _ in range(args.runs):
+                wipe(name)
+                scratch.append(run(software)[0])
+            a.set_trusted("bench")
+            wipe(name)
+            run(software)                       # builds once more and uploads
+            cached = []
+            for _ in range(args.runs):
+                wipe(name)
+                cached.append(run(software)[0])
+            a.set_trusted("bench", False)
+            table.append([name, f"{cold:.2f} s", f"{statistics.median(scratch):.2f} s",
+                          f"{statistics.median(cached):.2f} s", ""])
+
+        log = open(base / "agent.log", "w")
+        agent = subprocess.Popen(SLAPNODE + ["node", "run", "--config", str(path)], stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        time.sleep(2)
+        env = {**os.environ, "SLAPNODE_MASTER": url, "SLAPNODE_TOKEN": user_token,
+               "SLAPNODE_CLIENT_CONFIG": "/nonexistent"}
+        for row in table:
+            if row[0] not in PARAMETERS:
+                continue
+            print(f"{row[0]}: request -> ready ...", flush=True)
+            times = []
+            for i in range(args.runs):
+                title = f"{row[0]}-{i}"
+                times.append(run(SLAPNODE + ["instance", "request", title, row[0], *PARAMETERS[row[0]],
+                                             "--wait", "120"], env)[0])
+                run(SLAPNODE + ["instance", "destroy", title, "--wait", "60"], env)
+            row[4] = f"{statistics.median(times):.2f} s"
+    finally:
+        if agent is not None:
+            os.killpg(agent.pid, signal.SIGTERM)
+            agent.wait(15)
+        if config is not None:
+            iso = isolation_mod.isolation_for(config)
+            for part in parts_of(config).values():
+                iso.stop(part, graceful=False)
+            fmt.reconcile(config, None, remove_all=True, force=True)
+            for user in users.all_users():
+                if user.name.startswith(f"snrb{tag}") and user.gecos.startswith("slapnode"):
+                    users.delete_user(user.name)
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(base, ignore_errors=True)
+
+    print(f"\n{'release':14} {'first build':>12} {'from scratch':>13} {'from cache':>11} "
+          f"{'request->ready':>15}")
+    for name, cold, scratch, cached, ready in table:
+        print(f"{name:14} {cold:>12} {scratch:>13} {cached:>11} {ready:>15}")
+    print(f"(medians of {args.runs} runs; first build = cold download cache; from scratch = "
+          "release directory removed, downloaded .deb files kept; whole CLI commands)")
+
+
+if __name__ == "__main__":
+    main()
