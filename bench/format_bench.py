@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import timed  # noqa: E402
 from tests.conftest import free_port, start_master, stop_process  # noqa: E402
 
 from slapnode import nodeconfig  # noqa: E402
@@ -39,16 +40,6 @@ from slapnode.client import Client  # noqa: E402
 
 SLAPNODE = [sys.executable, "-m", "slapnode"]
 WORK = Path(os.environ.get("SLAPNODE_BENCH_DIR", "/opt/slapnode-bench"))
-
-
-def timed(cmd, **kwargs):
-    started = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
-    took = time.monotonic() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"
-                           f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return took
 
 
 # -- slapnode --------------------------------------------------------------------------

@@ -36,27 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.conftest import start_master, stop_process  # noqa: E402
 
-from slapnode import format as fmt  # noqa: E402
-from slapnode import nodeconfig  # noqa: E402
+from common import SLAPNODE, make_node, remove_node, rss_mb, timed  # noqa: E402
+
 from slapnode.agent import InstancePass  # noqa: E402
 from slapnode.client import Client  # noqa: E402
 from slapnode.deploy import isolation as isolation_mod  # noqa: E402
 from slapnode.deploy.partition import parts_of  # noqa: E402
-from slapnode.format import plan, users  # noqa: E402
-
-SLAPNODE = [sys.executable, "-m", "slapnode"]
 SLAPOS = {"request -> ready": 1.66, "destroy -> partition free": 4.4,
           "killed service back": None, "no-op pass (1 partition)": 0.36}
-
-
-def rss_mb(pid):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def pss_mb(pid):
@@ -75,14 +62,6 @@ def cmdline(pid):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def timed(cmd, env):
-    started = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()}")
-    return time.monotonic() - started
 
 
 def main():
@@ -105,22 +84,10 @@ def main():
         hello = f"{url}/software-releases/hello/software.cfg"
         a.add_software(hello, "hello")
         user_token = a.add_user("bench")["token"]
-        token = a.create_enrollment_token("bench")["token"]
-        path = base / "node.cfg"
-        subprocess.run(SLAPNODE + ["node", "register", "--master", url, "--token", token, "--config",
-                                   str(path), "--partitions", str(args.partitions), "--user-prefix",
-                                   f"snib{tag}u", "--instance-root", str(base / "srv"),
-                                   "--software-root", str(base / "soft"), "--bridge", f"snib{tag}",
-                                   "--ipv4-range", "10.249.0.0/24", "--isolation", args.isolation],
-                       check=True, capture_output=True)
-        config = nodeconfig.load(path)
-        config.software_user, config.state_dir = f"snib{tag}s", str(base / "state")
-        nodeconfig.save(config, path)
-        subprocess.run(SLAPNODE + ["node", "format", "--config", str(path)], check=True,
-                       capture_output=True)
+        config, path = make_node(url, a, base, f"snib{tag}", args.partitions, args.isolation,
+                                 "10.249.0.0/24")
         a.supply(hello, "bench")
-        subprocess.run(SLAPNODE + ["node", "software", "--config", str(path)], check=True,
-                       capture_output=True)
+        timed(SLAPNODE + ["node", "software", "--config", str(path)])
         log = open(base / "agent.log", "w")
         agent = subprocess.Popen(SLAPNODE + ["node", "run", "--config", str(path)], stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True)
@@ -134,7 +101,7 @@ def main():
         for i in range(args.runs):
             title = f"lat{i}"
             ready.append(timed(SLAPNODE + ["instance", "request", title, "hello", "--parameter",
-                                           f"name=n{i}", "--wait", "30"], env))
+                                           f"name=n{i}", "--wait", "30"], env=env))
             view = Client(url, user_token).show_instance(title)
             target = view["connection"]["url"]
             assert requests.get(target, timeout=2).text == f"Hello, n{i}!"
@@ -149,7 +116,7 @@ def main():
                 except requests.RequestException:
                     time.sleep(0.02)
             back.append(time.monotonic() - started)
-            destroyed.append(timed(SLAPNODE + ["instance", "destroy", title, "--wait", "30"], env))
+            destroyed.append(timed(SLAPNODE + ["instance", "destroy", title, "--wait", "30"], env=env))
         rows.append(("request -> ready (CLI --wait)", statistics.median(ready), 1.0))
         rows.append(("destroy -> partition free (CLI --wait)", statistics.median(destroyed), 1.0))
         rows.append(("killed service back", statistics.median(back), 2.0))
@@ -172,11 +139,11 @@ def main():
             started = time.monotonic()
             InstancePass(config, node).run(doc, only_changed_reports=True)
             noop.append(time.monotonic() - started)
-        cli = statistics.median(timed(SLAPNODE + ["node", "instance", "--config", str(path)], env)
+        cli = statistics.median(timed(SLAPNODE + ["node", "instance", "--config", str(path)], env=env)
                                 for _ in range(3))
         os.killpg(agent.pid, signal.SIGCONT)
         rows.append((f"no-op pass, {args.partitions} partitions", statistics.median(noop), 0.3))
-        rows.append((f"  (the same as `node instance`, a new process)", cli, None))
+        rows.append(("  (the same as `node instance`, a new process)", cli, None))
 
         time.sleep(6)
         rows.append(("agent idle RSS (MB)", rss_mb(agent.pid), 60))
@@ -190,7 +157,7 @@ def main():
                 overhead_rss.append(sum(rss_mb(p) for p in pids))
         what = "supervisord" + (" + lxc-execute + init" if args.isolation == "lxc" else "")
         rows.append((f"per-partition overhead, PSS (MB): {what}", statistics.median(overhead), 25))
-        rows.append((f"  (the same in RSS, shared pages counted in full) (MB)",
+        rows.append(("  (the same in RSS, shared pages counted in full) (MB)",
                      statistics.median(overhead_rss), None))
     finally:
         if agent is not None:
@@ -198,13 +165,7 @@ def main():
             os.killpg(agent.pid, signal.SIGTERM)
             agent.wait(15)
         if config is not None:
-            isolation = isolation_mod.isolation_for(config)
-            for part in parts_of(config).values():
-                isolation.stop(part, graceful=False)
-            fmt.reconcile(config, None, remove_all=True, force=True)
-            for user in users.all_users():
-                if user.name.startswith(f"snib{tag}") and user.gecos.startswith("slapnode"):
-                    users.delete_user(user.name)
+            remove_node(config, f"snib{tag}")
         if proc is not None:
             stop_process(proc)
         shutil.rmtree(base, ignore_errors=True)

@@ -130,7 +130,6 @@ def main():
     proc = None
     try:
         proc, url, admin = start_master(data_dir, args.db)
-        log_path = data_dir / "serve.log"
         print(f"master pid {proc.pid} at {url} ({'SQLite' if not args.db else 'PostgreSQL'}), "
               f"{os.cpu_count()} CPUs; medians of {args.runs} runs of {args.seconds} s", flush=True)
         client = Client(url, admin)

@@ -27,15 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.conftest import start_master, stop_process  # noqa: E402
 
-from slapnode import format as fmt  # noqa: E402
-from slapnode import nodeconfig  # noqa: E402
-from slapnode.client import Client  # noqa: E402
-from slapnode.deploy import isolation as isolation_mod  # noqa: E402
-from slapnode.deploy.partition import parts_of  # noqa: E402
-from slapnode.format import users  # noqa: E402
-from slapnode.software import software_dir  # noqa: E402
+from common import SLAPNODE, make_node, remove_node  # noqa: E402
 
-SLAPNODE = [sys.executable, "-m", "slapnode"]
+from slapnode.client import Client  # noqa: E402
+from slapnode.software import software_dir  # noqa: E402
 RELEASES = ("redis", "boinc-client", "condor")
 PARAMETERS = {"redis": [], "boinc-client": ["--parameter", "max-ncpus-pct=50"]}
 
@@ -66,17 +61,8 @@ def main():
         for name, release in urls.items():
             a.add_software(release, name)
         user_token = a.add_user("bench")["token"]
-        token = a.create_enrollment_token("bench")["token"]
-        path = base / "node.cfg"
         isolation = "lxc" if shutil.which("lxc-execute") else "user"
-        run(SLAPNODE + ["node", "register", "--master", url, "--token", token, "--config", str(path),
-                        "--partitions", "2", "--user-prefix", f"snrb{tag}u", "--instance-root",
-                        str(base / "srv"), "--software-root", str(base / "soft"), "--bridge",
-                        f"snrb{tag}", "--ipv4-range", "10.248.0.0/24", "--isolation", isolation])
-        config = nodeconfig.load(path)
-        config.software_user, config.state_dir = f"snrb{tag}s", str(base / "state")
-        nodeconfig.save(config, path)
-        run(SLAPNODE + ["node", "format", "--config", str(path)])
+        config, path = make_node(url, a, base, f"snrb{tag}", 2, isolation, "10.248.0.0/24")
         software = SLAPNODE + ["node", "software", "--config", str(path), "--force"]
 
         def wipe(name):
@@ -129,13 +115,7 @@ def main():
             os.killpg(agent.pid, signal.SIGTERM)
             agent.wait(15)
         if config is not None:
-            iso = isolation_mod.isolation_for(config)
-            for part in parts_of(config).values():
-                iso.stop(part, graceful=False)
-            fmt.reconcile(config, None, remove_all=True, force=True)
-            for user in users.all_users():
-                if user.name.startswith(f"snrb{tag}") and user.gecos.startswith("slapnode"):
-                    users.delete_user(user.name)
+            remove_node(config, f"snrb{tag}")
         if proc is not None:
             stop_process(proc)
         shutil.rmtree(base, ignore_errors=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import timed  # noqa: E402
 from tests.conftest import free_port, start_master, stop_process  # noqa: E402
 
 from slapnode import nodeconfig  # noqa: E402
@@ -42,16 +43,6 @@ SLAPNODE = [sys.executable, "-m", "slapnode"]
 HELLO = str(ROOT / "software-releases" / "hello" / "software.cfg")
 WORK = Path(os.environ.get("SLAPNODE_BENCH_DIR", "/opt/slapnode-bench"))
 ANCHOR = ROOT.parent / "shared" / "anchors" / "slapos"
-
-
-def timed(cmd, **kwargs):
-    started = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
-    took = time.monotonic() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{result.stdout[-3000:]}\n"
-                           f"{result.stderr[-3000:]}")
-    return took
 
 
 def reachable_dir(prefix):

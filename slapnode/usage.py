@@ -7,23 +7,15 @@ its reports so that the master can show it and, later, bill it.
 import os
 import time
 
+from .format.users import user_processes
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _processes(uid):
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    yield entry.name
-            except OSError:
-                continue
-
-
 def _cpu_and_memory(uid):
     cpu, memory = 0.0, 0
-    for pid in _processes(uid):
+    for pid in user_processes(uid):
         try:
             with open(f"/proc/{pid}/stat") as stream:
                 fields = stream.read().rsplit(")", 1)[1].split()

@@ -222,3 +222,15 @@ def catalog_hello(master):
                              "hello" / "software.cfg.json").read_text())
         client.add_software(url, unique_name("hello"), schema=schema)
     return url
+
+
+@pytest.fixture
+def reachable_dir():
+    """A fresh directory every user can traverse (pytest's own tmp_path sits below a
+    0700 directory, out of reach of the partition and software users)."""
+    path = Path(tempfile.mkdtemp(prefix="slapnode-test-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -3,8 +3,6 @@ and a worker (no daemons needed), its build failing in one line where the
 upstream tarball cannot be reached, and the pool end to end where it can."""
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest

@@ -6,7 +6,6 @@ when it fails, and nothing else is touched.
 """
 
 import grp
-import ipaddress
 import json
 import os
 import pwd
@@ -20,7 +19,7 @@ import pytest
 from slapnode import format as fmt
 from slapnode import nodeconfig
 from slapnode.client import Client
-from slapnode.errors import SlapnodeError, UsageError
+from slapnode.errors import UsageError
 from slapnode.format import network, plan, users
 from slapnode.node import register as reg
 

@@ -6,15 +6,12 @@ Every test makes its own node (unique user prefix, bridge and range) and its
 finalizer stops every process and removes every user and interface it made.
 """
 
-import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,13 +93,8 @@ def make_node(master, isolation, base, hello, partitions=2):
 
 
 @pytest.fixture
-def base():
-    path = Path(tempfile.mkdtemp(prefix="slapnode-inst-"))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def base(reachable_dir):
+    return reachable_dir
 
 
 @pytest.fixture(params=ISOLATIONS)

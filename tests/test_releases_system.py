@@ -4,9 +4,7 @@ configuration. As root."""
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,13 +24,8 @@ ISOLATION = ISOLATIONS[0]
 
 
 @pytest.fixture
-def base():
-    path = Path(tempfile.mkdtemp(prefix="slapnode-rel-"))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def base(reachable_dir):
+    return reachable_dir
 
 
 def catalog(master, name):

@@ -43,17 +43,9 @@ def software_user():
 
 
 @pytest.fixture
-def tmp_path(tmp_path_factory):
-    """Like pytest's, but the software user can reach it (pytest's parents are 0700)."""
-    import shutil
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="slapnode-test-"))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def tmp_path(reachable_dir):
+    """Here, a directory the software user can reach."""
+    return reachable_dir
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ import json
 import os
 import pwd
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from pathlib import Path
 
 from ..errors import SlapnodeError
 from ..format import users as format_users
-from ..software import engine, software_dir
+from ..software import software_dir, worker
 from . import promises, supervisor
 
 
@@ -101,11 +99,7 @@ class Partition:
         return self.part.root
 
     def _as_user(self, *args):
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.root), "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1"}
-        return subprocess.run([sys.executable, "-m", "slapnode.software.worker", *map(str, args)],
-                              capture_output=True, text=True, env=env, cwd=str(self.root),
-                              user=self.part.uid, group=self.part.gid, extra_groups=[])
+        return worker.run_as(self.part.uid, self.part.gid, self.root, args, cwd=self.root)
 
     def deploy(self, instance):
         """Run the instance profile in the partition as its user. Raises SlapnodeError."""

@@ -16,8 +16,6 @@ import os
 import platform
 import pwd
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -26,7 +24,7 @@ from pathlib import Path
 
 from .. import machine
 from ..errors import MasterError, SlapnodeError
-from . import engine, software_dir
+from . import engine, software_dir, worker
 
 PARALLEL_BUILDS = 2
 BACKOFF_FIRST = 30.0            # seconds; doubles per failure
@@ -114,13 +112,8 @@ class SoftwareUser:
                                 "`slapnode node format` first") from None
         self.name, self.uid, self.gid, self.home = name, entry.pw_uid, entry.pw_gid, entry.pw_dir
 
-    def run(self, *args, timeout=None):
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.home, "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1"}
-        drop = {} if os.geteuid() != 0 else {"user": self.uid, "group": self.gid, "extra_groups": []}
-        return subprocess.run([sys.executable, "-m", "slapnode.software.worker", *map(str, args)],
-                              capture_output=True, text=True, env=env, cwd="/", timeout=timeout,
-                              **drop)
+    def run(self, *args):
+        return worker.run_as(self.uid, self.gid, self.home, args)
 
     def own(self, path):
         if os.geteuid() == 0:

@@ -10,9 +10,21 @@ deployment ever runs as root. Exit code 0 on success; on failure the
 last line of stderr is the reason (the full story is in the build log).
 """
 
+import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+
+def run_as(uid, gid, home, args, cwd="/"):
+    """Start this worker with ``args`` as uid:gid (no supplementary groups) when we are
+    root, else as ourselves; a clean environment; returns the CompletedProcess."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    drop = {"user": uid, "group": gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    return subprocess.run([sys.executable, "-m", "slapnode.software.worker", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=str(cwd), **drop)
 
 
 def main(argv):

@@ -1,0 +1,66 @@
+"""What the benchmarks share: timing a command, memory of a process, and a
+node made for a benchmark (registered, formatted) and taken apart after it."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from slapnode import format as fmt  # noqa: E402
+from slapnode import nodeconfig  # noqa: E402
+from slapnode.deploy import isolation as isolation_mod  # noqa: E402
+from slapnode.deploy.partition import parts_of  # noqa: E402
+from slapnode.format import users  # noqa: E402
+
+SLAPNODE = [sys.executable, "-m", "slapnode"]
+
+
+def timed(cmd, **kwargs):
+    """Seconds ``cmd`` took; a failure raises with the end of its output."""
+    started = time.monotonic()
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    took = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{result.stdout[-3000:]}\n"
+                           f"{result.stderr[-3000:]}")
+    return took
+
+
+def rss_mb(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def make_node(master_url, admin_client, base, prefix, partitions, isolation, ipv4_range, name="bench"):
+    """Register and format a node whose names all start with ``prefix``. Returns (config, path)."""
+    token = admin_client.create_enrollment_token(name)["token"]
+    path = Path(base) / "node.cfg"
+    timed(SLAPNODE + ["node", "register", "--master", master_url, "--token", token, "--config",
+                      str(path), "--partitions", str(partitions), "--user-prefix", f"{prefix}u",
+                      "--instance-root", str(Path(base) / "srv"), "--software-root",
+                      str(Path(base) / "soft"), "--bridge", prefix, "--ipv4-range", ipv4_range,
+                      "--isolation", isolation])
+    config = nodeconfig.load(path)
+    config.software_user, config.state_dir = f"{prefix}s", str(Path(base) / "state")
+    nodeconfig.save(config, path)
+    timed(SLAPNODE + ["node", "format", "--config", str(path)])
+    return config, path
+
+
+def remove_node(config, prefix):
+    """Stop every partition, unformat, and delete the users the benchmark made."""
+    isolation = isolation_mod.isolation_for(config)
+    for part in parts_of(config).values():
+        isolation.stop(part, graceful=False)
+    fmt.reconcile(config, None, remove_all=True, force=True)
+    for user in users.all_users():
+        if user.name.startswith(prefix) and user.gecos.startswith("slapnode"):
+            users.delete_user(user.name)
