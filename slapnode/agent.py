@@ -136,6 +136,7 @@ class Outcome:
     seconds: float = 0.0
     report: dict = field(default_factory=dict)
     shared: list = field(default_factory=list)
+    part: object = None
 
 
 class InstancePass:
@@ -162,6 +163,10 @@ class InstancePass:
                        for action in actions]
             for future in concurrent.futures.as_completed(futures):
                 outcomes.append(future.result())
+        by_uid = usage.processes_by_uid()           # one scan of /proc for the whole pass
+        for outcome in outcomes:
+            if outcome.part is not None and "promises" in outcome.report:
+                outcome.report["usage"] = usage.partition_usage(outcome.part, by_uid)
         self._report(outcomes, only_changed_reports)
         return outcomes
 
@@ -191,8 +196,9 @@ class InstancePass:
                 here = self.local.get().get(action.reference, {})
                 retry = {}
                 if wanted == STARTED:
-                    retry = self._fatal_backoff(partition, here, action.kind == "deploy")
-                    if action.kind != "check" or retry.get("now") or not self._healthy(partition):
+                    programs = partition.programs()
+                    retry = self._fatal_backoff(programs, here, action.kind == "deploy")
+                    if action.kind != "check" or retry.get("now") or not self._healthy(programs):
                         partition.start(retry_fatal=retry.get("now", False))
                 elif here.get("state") != STOPPED or action.kind == "deploy":
                     partition.stop()
@@ -208,18 +214,17 @@ class InstancePass:
         return self._finish(outcome, action, started)
 
     @staticmethod
-    def _healthy(partition):
+    def _healthy(programs):
         """Supervisord up and every service running or on its way: nothing to start."""
-        programs = partition.programs()
         return bool(programs) and all(state in ("RUNNING", "STARTING", "BACKOFF", "FATAL")
                                       for state, _ in programs.values())
 
     @staticmethod
-    def _fatal_backoff(partition, here, fresh):
+    def _fatal_backoff(programs, here, fresh):
         """Crash loops are retried with capped exponential backoff, never given up."""
         if fresh:
             return {"now": True}
-        fatal = [n for n, (state, _) in partition.programs().items() if state == "FATAL"]
+        fatal = [n for n, (state, _) in programs.items() if state == "FATAL"]
         if not fatal:
             return {"fatal": 0, "retry_at": 0}
         count = here.get("fatal", 0)
@@ -254,8 +259,8 @@ class InstancePass:
             time.sleep(0.05)
         own, shared = partition.connection()
         outcome.status, outcome.reason = status, reason
-        outcome.report = {"connection": own, "promises": results,
-                          "usage": usage.partition_usage(partition.part)}
+        outcome.report = {"connection": own, "promises": results}
+        outcome.part = partition.part
         outcome.shared = [{"instance_id": sid, "connection": values, "status": InstanceStatus.READY}
                           for sid, values in shared.items()]
 
@@ -307,6 +312,10 @@ class Daemon:
         self.health_every = health_every
         self.software = SoftwarePass(config, client, self.say)
         self.instances = InstancePass(config, client, self.say)
+        from .client import Client
+
+        # The long-poll has a connection of its own: it is parked most of the time.
+        self.poll_client = Client(client.master, client.token)
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.doc = None
@@ -321,7 +330,7 @@ class Daemon:
         delay = 1.0
         while not self.stopping.is_set():
             try:
-                doc = self.client.desired_state(after=self.revision,
+                doc = self.poll_client.desired_state(after=self.revision,
                                                 wait=self.poll_wait if self.revision is not None else 0)
                 delay = 1.0
             except MasterError as exc:

@@ -7,15 +7,25 @@ its reports so that the master can show it and, later, bill it.
 import os
 import time
 
-from .format.users import user_processes
-
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _cpu_and_memory(uid):
+def processes_by_uid():
+    """{uid: [pid]} from one scan of /proc (one per pass, shared by its partitions)."""
+    by_uid = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                by_uid.setdefault(entry.stat().st_uid, []).append(entry.name)
+            except OSError:
+                continue
+    return by_uid
+
+
+def _cpu_and_memory(pids):
     cpu, memory = 0.0, 0
-    for pid in user_processes(uid):
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as stream:
                 fields = stream.read().rsplit(")", 1)[1].split()
@@ -37,7 +47,8 @@ def disk_bytes(root):
     return total
 
 
-def partition_usage(part):
-    cpu, memory = _cpu_and_memory(part.uid)
+def partition_usage(part, by_uid=None):
+    by_uid = processes_by_uid() if by_uid is None else by_uid
+    cpu, memory = _cpu_and_memory(by_uid.get(part.uid, []))
     return {"cpu_seconds": round(cpu, 2), "memory_mb": round(memory / 2**20, 1),
             "disk_mb": round(disk_bytes(part.root) / 2**20, 3), "at": int(time.time())}

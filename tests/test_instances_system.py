@@ -6,6 +6,7 @@ Every test makes its own node (unique user prefix, bridge and range) and its
 finalizer stops every process and removes every user and interface it made.
 """
 
+import json
 import os
 import secrets
 import shutil
@@ -145,6 +146,11 @@ def test_hello_lifecycle_request_change_stop_start_destroy(node):
     assert get(url).text == "Hello, Ada!"
     assert view["promises"] and all(p["ok"] for p in view["promises"])
     assert view["usage"]["memory_mb"] > 1 and view["usage"]["disk_mb"] > 0    # usage reported
+
+    status = run_cli(["node", "status", "--config", str(node.path), "--json"])
+    row = json.loads(status.stdout)["partitions"][0]
+    assert (row["instance"], row["status"], row["services"]) == ("hello", "ready", {"httpd": row["services"]["httpd"]})
+    assert row["promises"][0]["ok"]
 
     node.request("hello", parameters={"name": "Grace"})
     node.passes()

@@ -205,7 +205,8 @@ def status(config_path, as_json):
                                        for p in r["promises"])} for r in rows],
                 [("PARTITION", "reference"), ("USER", "user"), ("IPV4", "ipv4"),
                  ("IPV6", "ipv6"), ("FORMATTED", "formatted"), ("STATE", "state"),
-                 ("INSTANCE", "instance"), ("SERVICES", "services"), ("PROMISES", "promises")])
+                 ("INSTANCE", "instance"), ("STATUS", "status"), ("SERVICES", "services"),
+                 ("PROMISES", "promises")])
 
 
 def _add_runtime(config, rows):
@@ -213,15 +214,24 @@ def _add_runtime(config, rows):
     from ..deploy import promises, supervisor
     from ..deploy.partition import parts_of
 
+    from ..agent import LocalState, status_of
+
     parts = parts_of(config)
+    local = LocalState(config.state_dir).get()
     for row in rows:
         part = parts.get(row["reference"])
-        row["services"], row["promises"] = {}, []
-        if part is None or not supervisor.alive(part.root):
+        row["services"], row["promises"], row["status"] = {}, [], None
+        requested = local.get(row["reference"], {}).get("state")
+        if part is None:
             continue
-        row["services"] = {n: st for n, (st, _) in supervisor.programs(part.root).items()}
-        row["promises"] = [promises.run(p, part.uid, part.gid, str(part.root))
-                           for p in promises.declared(part.root)]
+        programs = supervisor.programs(part.root)
+        row["services"] = {n: st for n, (st, _) in programs.items()}
+        if programs:
+            row["promises"] = [promises.run(p, part.uid, part.gid, str(part.root))
+                               for p in promises.declared(part.root)]
+        if requested:
+            row["status"], row["reason"] = status_of(requested, programs, row["promises"],
+                                                     bool(programs))
 
 
 @group.command("software")
