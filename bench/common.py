@@ -1,6 +1,9 @@
 """What the benchmarks share: timing a command, memory of a process, and a
 node made for a benchmark (registered, formatted) and taken apart after it."""
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -64,3 +67,41 @@ def remove_node(config, prefix):
     for user in users.all_users():
         if user.name.startswith(prefix) and user.gecos.startswith("slapnode"):
             users.delete_user(user.name)
+
+
+# -- slapos.core beside us --------------------------------------------------------------
+
+SLAPOS_NODE_CFG = """[slapos]
+computer_id = slaposbench
+master_url = http://127.0.0.1:{port}
+software_root = {base}/opt
+instance_root = {base}/srv
+pidfile_software = {base}/var/sr.pid
+pidfile_instance = {base}/var/cp.pid
+pidfile_report = {base}/var/ur.pid
+"""
+
+SLAPPROXY_CFG = """
+[slapproxy]
+host = 127.0.0.1
+port = {port}
+database_uri = {base}/var/proxy.db
+"""
+
+
+@contextlib.contextmanager
+def slapproxy(slapos, cfg, port, env=None):
+    """slapos.core's minimal master, running until the block ends."""
+    proxy = subprocess.Popen([str(slapos), "proxy", "start", "--cfg", str(cfg)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        for _ in range(250):
+            if subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]
+                              ).returncode == 0:
+                break
+            time.sleep(0.02)
+        yield proxy
+    finally:
+        os.killpg(proxy.pid, signal.SIGTERM)
+        proxy.wait(10)

@@ -22,17 +22,15 @@ import argparse
 import os
 import pwd
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import timed  # noqa: E402
+from common import SLAPOS_NODE_CFG, SLAPPROXY_CFG, slapproxy, timed  # noqa: E402
 from tests.conftest import free_port, start_master, stop_process  # noqa: E402
 
 from slapnode import nodeconfig  # noqa: E402
@@ -71,15 +69,7 @@ def slapnode_runs(master_url, admin, size, runs, tmp):
 
 # -- slapos.core -----------------------------------------------------------------------
 
-SLAPOS_CFG = """[slapos]
-computer_id = slaposbench
-master_url = http://127.0.0.1:{port}
-software_root = {base}/opt
-instance_root = {base}/srv
-pidfile_software = {base}/var/sr.pid
-pidfile_instance = {base}/var/cp.pid
-pidfile_report = {base}/var/ur.pid
-
+SLAPOS_CFG = SLAPOS_NODE_CFG + """
 [slapformat]
 interface_name = slosbr0
 create_tap = false
@@ -92,12 +82,7 @@ software_user = slossoft
 tap_base_name = slostap
 tap_ipv6 = false
 ipv4_local_network = 10.42.0.0/16
-
-[slapproxy]
-host = 127.0.0.1
-port = {port}
-database_uri = {base}/var/proxy.db
-"""
+""" + SLAPPROXY_CFG
 
 
 def slapos_python():
@@ -151,26 +136,17 @@ def slapos_runs(slapos, size, runs):
         port = free_port()
         cfg = base / "slapos.cfg"
         cfg.write_text(SLAPOS_CFG.format(port=port, base=base, size=size))
-        proxy = subprocess.Popen([str(slapos), "proxy", "start", "--cfg", str(cfg)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
         try:
-            for _ in range(250):
-                if subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]
-                                  ).returncode == 0:
-                    break
-                time.sleep(0.02)
-            ip("link", "add", "slosbr0", "type", "bridge")
-            ip("addr", "add", "10.42.0.1/16", "dev", "slosbr0")
-            ip("-6", "addr", "add", "fd42:5a1a:0:1::1/64", "dev", "slosbr0")
-            ip("link", "set", "slosbr0", "up")
-            command = [str(slapos), "node", "format", "--cfg", str(cfg), "--now",
-                       "--alter_user", "True", "--alter_network", "True"]
-            scratch.append(timed(command))
-            noop.append(statistics.median(timed(command) for _ in range(3)))
+            with slapproxy(slapos, cfg, port):
+                ip("link", "add", "slosbr0", "type", "bridge")
+                ip("addr", "add", "10.42.0.1/16", "dev", "slosbr0")
+                ip("-6", "addr", "add", "fd42:5a1a:0:1::1/64", "dev", "slosbr0")
+                ip("link", "set", "slosbr0", "up")
+                command = [str(slapos), "node", "format", "--cfg", str(cfg), "--now",
+                           "--alter_user", "True", "--alter_network", "True"]
+                scratch.append(timed(command))
+                noop.append(statistics.median(timed(command) for _ in range(3)))
         finally:
-            os.killpg(proxy.pid, signal.SIGTERM)
-            proxy.wait(10)
             slapos_cleanup(base)
             Path("/proc/sys/net/ipv6/ip_nonlocal_bind").write_text(nonlocal_bind)
     return statistics.median(scratch), statistics.median(noop)

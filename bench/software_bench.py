@@ -22,17 +22,15 @@ import argparse
 import os
 import pwd
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import timed  # noqa: E402
+from common import SLAPOS_NODE_CFG, SLAPPROXY_CFG, slapproxy, timed  # noqa: E402
 from tests.conftest import free_port, start_master, stop_process  # noqa: E402
 
 from slapnode import nodeconfig  # noqa: E402
@@ -108,20 +106,7 @@ def cache_bench(runs, user):
 
 # -- slapos.core -----------------------------------------------------------------------
 
-SLAPOS_CFG = """[slapos]
-computer_id = slaposbench
-master_url = http://127.0.0.1:{port}
-software_root = {base}/opt
-instance_root = {base}/srv
-pidfile_software = {base}/var/sr.pid
-pidfile_instance = {base}/var/cp.pid
-pidfile_report = {base}/var/ur.pid
-
-[slapproxy]
-host = 127.0.0.1
-port = {port}
-database_uri = {base}/var/proxy.db
-"""
+SLAPOS_CFG = SLAPOS_NODE_CFG + SLAPPROXY_CFG
 
 
 def slapos_python():
@@ -165,29 +150,21 @@ def slapos_bench(runs, user):
     cfg = base / "slapos.cfg"
     cfg.write_text(SLAPOS_CFG.format(port=port, base=base))
     env = {**os.environ, "SLAPOS_CONFIGURATION": str(cfg), "SLAPOS_CLIENT_CONFIGURATION": str(cfg)}
-    proxy = subprocess.Popen([str(slapos), "proxy", "start", "--cfg", str(cfg)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
     try:
-        for _ in range(250):
-            if subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode == 0:
-                break
-            time.sleep(0.02)
-        release = str(base / "sr" / "software.cfg")
-        subprocess.run([str(slapos), "supply", release, "slaposbench"], env=env, check=True,
-                       capture_output=True)
-        command = [str(slapos), "node", "software", "--now", "--cfg", str(cfg)]
-        timed(command, env=env)                     # warm pip's and buildout's caches
-        scratch, noop = [], []
-        for _ in range(runs):
-            for entry in (base / "opt").iterdir():
-                shutil.rmtree(entry)
-            scratch.append(timed(command, env=env))
-            noop.append(statistics.median(timed(command, env=env) for _ in range(3)))
+        with slapproxy(slapos, cfg, port, env):
+            release = str(base / "sr" / "software.cfg")
+            subprocess.run([str(slapos), "supply", release, "slaposbench"], env=env, check=True,
+                           capture_output=True)
+            command = [str(slapos), "node", "software", "--now", "--cfg", str(cfg)]
+            timed(command, env=env)                     # warm pip's and buildout's caches
+            scratch, noop = [], []
+            for _ in range(runs):
+                for entry in (base / "opt").iterdir():
+                    shutil.rmtree(entry)
+                scratch.append(timed(command, env=env))
+                noop.append(statistics.median(timed(command, env=env) for _ in range(3)))
         return (statistics.median(scratch), statistics.median(noop)), None
     finally:
-        os.killpg(proxy.pid, signal.SIGTERM)
-        proxy.wait(10)
         shutil.rmtree(base, ignore_errors=True)
 
 
