@@ -88,7 +88,7 @@ def catalog(admin, url):
     return urls
 
 
-def node_config(data_dir, admin, url, partitions, isolation):
+def node_config(data_dir, admin, url, partitions, isolation, names=None):
     from .node import register
 
     path = Path(data_dir) / "node.cfg"
@@ -104,10 +104,14 @@ def node_config(data_dir, admin, url, partitions, isolation):
         if changed or config.master != url:
             nodeconfig.save(config, path)
         return config, path, []
+    names = {k: v for k, v in (names or {}).items() if v}
     options = {"partitions": partitions if partitions is not None else 4,
                "instance_root": str(data_dir / "srv"), "software_root": str(data_dir / "software"),
-               "isolation": isolation}
+               "isolation": isolation, "user_prefix": names.get("user_prefix"),
+               "bridge": names.get("bridge"), "ipv4_range": names.get("ipv4_range")}
     base = nodeconfig.NodeConfig(state_dir=str(data_dir / "state"))
+    if names.get("user_prefix"):            # a node beside others: its own software user too
+        base.software_user = f"{names['user_prefix']}soft"
     config, notes = register.build_config(base, url, options)
     token = admin.create_enrollment_token(NODE)["token"]
     answer = client_mod.Client(url).enroll(token)
@@ -116,7 +120,7 @@ def node_config(data_dir, admin, url, partitions, isolation):
     return config, path, notes
 
 
-def prepare(data_dir, listen, partitions, isolation, say):
+def prepare(data_dir, listen, partitions, isolation, say, names=None):
     """Everything up to the daemon. Returns (master process, node config, node client)."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +130,7 @@ def prepare(data_dir, listen, partitions, isolation, say):
         admin = client_mod.Client(url, admin_token)
         releases = catalog(admin, url)
         user_token = _token(data_dir / "user.token", lambda: admin.add_user(USER)["token"])
-        config, path, notes = node_config(data_dir, admin, url, partitions, isolation)
+        config, path, notes = node_config(data_dir, admin, url, partitions, isolation, names)
         for note in notes:
             say(note)
         from . import format as fmt

@@ -10,7 +10,10 @@ import click
 @click.option("--partitions", type=click.IntRange(1, 4000), help="How many partitions [4].")
 @click.option("--isolation", type=click.Choice(["lxc", "user"]),
               help="lxc (the default where LXC is installed) or user.")
-def group(data_dir, listen, partitions, isolation):
+@click.option("--user-prefix", help="Partition users' prefix [slapuser] (first run only).")
+@click.option("--bridge", help="The node's bridge [slapbr0] (first run only).")
+@click.option("--ipv4-range", metavar="CIDR", help="Partitions' IPv4 range (first run only).")
+def group(data_dir, listen, partitions, isolation, user_prefix, bridge, ipv4_range):
     """Run a master and this machine as its node, in the foreground until interrupted.
 
     Registers and formats the node, supplies the shipped releases, writes a client
@@ -34,7 +37,8 @@ def group(data_dir, listen, partitions, isolation):
     if os.geteuid() != 0:
         raise UsageError("standalone needs root (it makes partition users and interfaces)")
     say = lambda message: click.echo(message, err=True)
-    process, config, node = standalone.prepare(data_dir, listen, partitions, isolation, say)
+    names = {"user_prefix": user_prefix, "bridge": bridge, "ipv4_range": ipv4_range}
+    process, config, node = standalone.prepare(data_dir, listen, partitions, isolation, say, names)
     daemon = Daemon(config, node, say, poll_wait=30)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     say("node daemon running; Ctrl-C stops everything")
