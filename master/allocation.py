@@ -1,7 +1,7 @@
 """Allocation: which partition of which computer takes an instance.
 
-Owns the node filter (``--node key=value``: its keys, their parsing, the
-decision whether a computer fits) as pure functions, and, inside the caller's
+Owns the node filter (``--node key=value``: its keys and their parsing, pure;
+the SQL clauses that apply it), and, inside the caller's
 write transaction, the choice of a free partition and its claim. A claim is a
 compare-and-set (``UPDATE partitions SET instance_id = :i WHERE id = :p AND
 instance_id IS NULL``): of two concurrent requests for one partition exactly
@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from .models import Computer, Partition, Supply
 
-# key -> (description, parser). The parsed value is compared in computer_fits().
+# key -> description. filter_clauses() turns a parsed filter into SQL.
 FILTER_KEYS = {
     "computer": "the computer's name",
     "min-ram-mb": "at least this much RAM (MB)",
@@ -51,19 +51,6 @@ def parse_filter(raw):
                 raise FilterError(f"node filter {key!r} is empty")
             result[key] = value
     return result
-
-
-def computer_fits(computer, node_filter):
-    """Pure: does ``computer`` (anything with the Computer attributes) match?"""
-    checks = {
-        "computer": lambda v: computer.name == v,
-        "min-ram-mb": lambda v: computer.ram_mb >= v,
-        "min-cpus": lambda v: computer.cpus >= v,
-        "min-disk-gb": lambda v: computer.disk_gb >= v,
-        "arch": lambda v: computer.arch == v,
-        "distribution": lambda v: computer.distribution == v,
-    }
-    return all(checks[key](value) for key, value in node_filter.items())
 
 
 def filter_clauses(node_filter):

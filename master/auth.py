@@ -10,7 +10,6 @@ helpful error: ``snu_`` user, ``sne_`` enrollment (one time), ``snn_`` node.
 """
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -27,10 +26,6 @@ def mint(prefix):
 
 def hash_token(token):
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def same(a, b):
-    return hmac.compare_digest(a, b)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import usage
 from .deploy import isolation as isolation_mod
-from .deploy import supervisor
+from .deploy import promises, supervisor
 from .deploy.partition import Partition, inputs_hash, parts_of
 from .errors import MasterError, SlapnodeError
 from .software import engine, software_dir
@@ -87,7 +87,7 @@ def status_of(requested, programs, promise_results, running):
     """(status, reason) from what is observed. Pure."""
     if requested == STOPPED:
         return (InstanceStatus.STOPPED, "") if not running else (InstanceStatus.DEPLOYING, "stopping")
-    failed = {n: d for n, (state, d) in programs.items() if state in ("FATAL", "EXITED", "UNKNOWN")}
+    failed = {n: d for n, (state, d) in programs.items() if state in supervisor.FAILED_STATES}
     if failed:
         name, description = sorted(failed.items())[0]
         return InstanceStatus.ERROR, f"service {name} keeps failing ({description or 'exited'})"
@@ -148,6 +148,7 @@ class InstancePass:
         self.isolation = isolation_mod.isolation_for(config)
         self.local = LocalState(config.state_dir)
         self.last_reports = {}
+        self.promise_cache = {}         # (partition, promise) -> (checked at, result)
 
     def software_digests(self, doc):
         urls = {p["instance"]["software"] for p in doc.get("partitions", []) if p.get("instance")}
@@ -246,13 +247,32 @@ class InstancePass:
             except MasterError:
                 pass
 
+    def _promises(self, partition, fresh):
+        """Run the partition's promises. A passing promise is re-run only once its
+        ``interval`` has passed (health checks); a failing one, and any after a
+        deployment or a start, is run now."""
+        now = time.monotonic()
+        results = []
+        for promise in promises.declared(partition.root):
+            key = (partition.part.reference, promise.get("name"))
+            last = self.promise_cache.get(key)
+            if not fresh and last and last[1]["ok"] and now - last[0] < promise.get("interval", 60):
+                results.append(last[1])
+                continue
+            result = promises.run(promise, partition.part.uid, partition.part.gid,
+                                  str(partition.root))
+            self.promise_cache[key] = (now, result)
+            results.append(result)
+        return results
+
     def _observe(self, partition, instance, outcome, wait=3.0):
         """Status from programs and promises, giving fresh services a moment."""
         deadline = time.monotonic() + wait
         while True:
             programs = partition.programs()
             running = bool(programs) or supervisor.alive(partition.root)
-            results = partition.check_promises() if instance["state"] == STARTED and running else []
+            results = (self._promises(partition, fresh=outcome.kind != "check")
+                       if instance["state"] == STARTED and running else [])
             status, reason = status_of(instance["state"], programs, results, running)
             if status != InstanceStatus.DEPLOYING or time.monotonic() > deadline:
                 break

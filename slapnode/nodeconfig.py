@@ -21,7 +21,7 @@ import configparser
 import ipaddress
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import UsageError
@@ -100,12 +100,6 @@ class NodeConfig:
 
     def tap_name(self, index):
         return f"{self.tap_prefix}{index}"
-
-    def public(self):
-        """The config without its secret, for printing."""
-        values = asdict(self)
-        values["credential"] = "(hidden)" if self.credential else ""
-        return values
 
 
 def _convert(name, kind, raw, source):

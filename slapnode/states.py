@@ -30,11 +30,8 @@ class InstanceStatus:
     ERROR = "error"
     DESTROYED = "destroyed"
 
-    ALL = (PENDING, DEPLOYING, READY, STOPPED, ERROR, DESTROYED)
     # Statuses a node may report for an instance it holds.
     REPORTABLE = (DEPLOYING, READY, STOPPED, ERROR, DESTROYED)
-    # Statuses after which `instance request --wait` stops waiting.
-    SETTLED = (READY, STOPPED, ERROR, DESTROYED)
 
 
 def settled_for(requested_state, status):
@@ -69,7 +66,6 @@ class SupplyStatus:
     ERROR = "error"
     DESTROYED = "destroyed"
 
-    ALL = (PENDING, BUILDING, AVAILABLE, ERROR, DESTROYED)
     REPORTABLE = (BUILDING, AVAILABLE, ERROR, DESTROYED)
 
 

@@ -20,16 +20,6 @@ def test_filter_keys_are_checked_and_numbers_parsed():
         allocation.parse_filter({"min-cpus": "-1"})
 
 
-def test_computer_fits_every_filter_key():
-    computer = SimpleNamespace(name="n1", ram_mb=2048, cpus=2, disk_gb=10, arch="x86_64",
-                               distribution="debian-12")
-    assert allocation.computer_fits(computer, {"computer": "n1", "min-ram-mb": 2048,
-                                               "arch": "x86_64"})
-    assert not allocation.computer_fits(computer, {"min-ram-mb": 4096})
-    assert not allocation.computer_fits(computer, {"computer": "n2"})
-    assert not allocation.computer_fits(computer, {"distribution": "debian-11"})
-
-
 @pytest.mark.parametrize("text, cents", [("0", 0), ("4.99", 499), ("10", 1000), ("0.5", 50)])
 def test_prices_are_stored_in_cents(text, cents):
     assert catalog.parse_price(text) == cents

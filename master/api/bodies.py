@@ -4,6 +4,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slapnode.states import REQUESTED_STATES, SUPPLY_REQUESTS, InstanceStatus, SupplyStatus
+
+
+def one_of(values):
+    """A pattern accepting exactly ``values`` (the states module is the one source)."""
+    return "^(" + "|".join(values) + ")$"
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -25,7 +32,7 @@ class SoftwareCreate(Body):
 class SupplyRequest(Body):
     software: str = Field(min_length=1, max_length=1024)
     node: str = Field(min_length=1, max_length=64)
-    state: str = Field(default="available", pattern="^(available|destroyed)$")
+    state: str = Field(default="available", pattern=one_of(SUPPLY_REQUESTS))
 
 
 class EnrollmentTokenCreate(Body):
@@ -43,11 +50,11 @@ class InstanceRequest(Body):
     parameters: dict[str, Any] = Field(default_factory=dict)
     shared: bool = False
     node: dict[str, str] = Field(default_factory=dict)
-    state: str = Field(default="started", pattern="^(started|stopped|destroyed)$")
+    state: str = Field(default="started", pattern=one_of(REQUESTED_STATES))
 
 
 class StateChange(Body):
-    state: str = Field(pattern="^(started|stopped|destroyed)$")
+    state: str = Field(pattern=one_of(REQUESTED_STATES))
 
 
 class Capacity(Body):
@@ -78,7 +85,7 @@ class PartitionReport(Body):
 
 class SoftwareStatus(Body):
     url: str = Field(min_length=1, max_length=1024)
-    status: str = Field(pattern="^(building|available|error|destroyed)$")
+    status: str = Field(pattern=one_of(SupplyStatus.REPORTABLE))
     log_tail: str | None = Field(default=None, max_length=1 << 20)
 
 
@@ -91,7 +98,7 @@ class Promise(Body):
 class InstanceStatusReport(Body):
     partition: str = Field(max_length=64)
     instance_id: int
-    status: str | None = Field(default=None, pattern="^(deploying|ready|stopped|error|destroyed)$")
+    status: str | None = Field(default=None, pattern=one_of(InstanceStatus.REPORTABLE))
     reason: str | None = Field(default=None, max_length=4096)
     connection: dict[str, Any] | None = None
     promises: list[Promise] | None = None
@@ -100,7 +107,8 @@ class InstanceStatusReport(Body):
 
 class SharedStatusReport(Body):
     instance_id: int
-    status: str | None = Field(default=None, pattern="^(deploying|ready|stopped|error)$")
+    status: str | None = Field(default=None, pattern=one_of(
+        tuple(s for s in InstanceStatus.REPORTABLE if s != InstanceStatus.DESTROYED)))
     reason: str | None = Field(default=None, max_length=4096)
     connection: dict[str, Any] | None = None
 

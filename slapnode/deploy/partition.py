@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import SlapnodeError
 from ..format import users as format_users
 from ..software import software_dir, worker
-from . import promises, supervisor
+from . import supervisor
 
 
 @dataclass
@@ -177,10 +177,6 @@ class Partition:
             else:
                 shared.setdefault(int(target), {}).update(record.get("values", {}))
         return own, shared
-
-    def check_promises(self):
-        return [promises.run(p, self.part.uid, self.part.gid, str(self.root))
-                for p in promises.declared(self.root)]
 
     def programs(self):
         return supervisor.programs(self.root)

@@ -102,10 +102,6 @@ class PartitionPlan:
     keep: list = field(default_factory=list)      # PartitionSpec already there (dirs re-checked)
     remove: list = field(default_factory=list)    # indexes of our partitions beyond the count
 
-    @property
-    def changes(self):
-        return bool(self.add or self.remove)
-
 
 def plan_partitions(config, users):
     ours = our_partition_users(config, users)

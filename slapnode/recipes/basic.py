@@ -2,7 +2,6 @@
 
 import json
 import os
-import shlex
 from pathlib import Path
 
 import jinja2
@@ -92,6 +91,3 @@ class Template(Recipe):
 
     update = install
 
-
-def shell_words(text):
-    return shlex.split(text or "")
