@@ -188,8 +188,9 @@ class InstancePass:
                 outcome.status, outcome.reason = InstanceStatus.DEPLOYING, "waiting for its software release to be built"
             else:
                 instance = action.instance
+                redeployed = False
                 if action.kind == "deploy":
-                    partition.deploy(instance)
+                    redeployed = partition.deploy(instance)
                     self.local.set(action.reference, {"instance_id": instance["id"],
                                                       "hash": action.inputs, "state": ""})
                     self._publish_early(partition, action)
@@ -200,7 +201,8 @@ class InstancePass:
                     programs = partition.programs()
                     retry = self._fatal_backoff(programs, here, action.kind == "deploy")
                     if action.kind != "check" or retry.get("now") or not self._healthy(programs):
-                        partition.start(retry_fatal=retry.get("now", False))
+                        partition.start(retry_fatal=retry.get("now", False),
+                                        restart=redeployed)
                 elif here.get("state") != STOPPED or action.kind == "deploy":
                     partition.stop()
                 self.local.set(action.reference, {**here, "instance_id": instance["id"],

@@ -102,7 +102,8 @@ class Partition:
         return worker.run_as(self.part.uid, self.part.gid, self.root, args, cwd=self.root)
 
     def deploy(self, instance):
-        """Run the instance profile in the partition as its user. Raises SlapnodeError."""
+        """Run the instance profile in the partition as its user; True if that changed
+        anything (the services must then re-read it). Raises SlapnodeError."""
         sr_dir = software_dir(self.config.software_root, instance["software"])
         profile = instance_profile(sr_dir, instance.get("type") or "default")
         if profile is None:
@@ -117,7 +118,6 @@ class Partition:
             os.unlink(given)
         if result.returncode != 0:
             raise SlapnodeError((result.stderr.strip().splitlines() or ["deploy failed"])[-1])
-        self.changed = result.stdout.startswith("deployed")
         conf = supervisor.paths(self.root)["conf"]
         text = supervisor.render(self.root, self.part.reference)
         if not conf.exists() or conf.read_text() != text:
@@ -125,9 +125,11 @@ class Partition:
             os.chown(conf, self.part.uid, self.part.gid)
         supervisor.paths(self.root)["programs"].mkdir(exist_ok=True)
         os.chown(supervisor.paths(self.root)["programs"], self.part.uid, self.part.gid)
+        return result.stdout.startswith("deployed")
 
-    def start(self, retry_fatal=False):
-        restart = getattr(self, "changed", False) and supervisor.alive(self.root)
+    def start(self, retry_fatal=False, restart=False):
+        """Run supervisord and its services; ``restart``: restart the running ones."""
+        restart = restart and supervisor.alive(self.root)
         if not supervisor.alive(self.root):
             socket_path = supervisor.paths(self.root)["socket"]
             if socket_path.exists():
@@ -139,10 +141,9 @@ class Partition:
                     raise SlapnodeError("the partition's supervisord did not start; see "
                                         f"{self.root}/var/log/supervisord.log")
                 time.sleep(0.02)
-        _, changed, _ = supervisor.reload(self.root)
+        supervisor.reload(self.root)
         if restart:             # a redeploy: services re-read what it rewrote
             supervisor.restart_all(self.root)
-            self.changed = False
         supervisor.start_all(self.root, include_fatal=retry_fatal)
 
     def stop(self):
