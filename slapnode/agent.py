@@ -25,13 +25,15 @@ from pathlib import Path
 
 from . import usage
 from .deploy import isolation as isolation_mod
-from .deploy import promises, supervisor
+from .deploy import promises
+from .deploy import status as _status
 from .deploy.partition import Partition, inputs_hash, parts_of
 from .errors import MasterError, SlapnodeError
 from .software import engine, software_dir
 from .states import DESTROYED, STARTED, STOPPED, InstanceStatus
 
 PARALLEL_PARTITIONS = 8
+SOFTWARE_RECHECK = 600.0        # supplied releases are re-checked (profile changed?) this often
 FATAL_RETRY_FIRST = 10.0        # a crash loop is retried after 10 s, 20 s, … at most 10 min
 FATAL_RETRY_MAX = 600.0
 
@@ -83,23 +85,7 @@ def plan(doc, local, software_digests):
     return actions
 
 
-def status_of(requested, programs, promise_results, running):
-    """(status, reason) from what is observed. Pure."""
-    if requested == STOPPED:
-        return (InstanceStatus.STOPPED, "") if not running else (InstanceStatus.DEPLOYING, "stopping")
-    failed = {n: d for n, (state, d) in programs.items() if state in supervisor.FAILED_STATES}
-    if failed:
-        name, description = sorted(failed.items())[0]
-        return InstanceStatus.ERROR, f"service {name} keeps failing ({description or 'exited'})"
-    if not running or any(state not in ("RUNNING", "STARTING") for state, _ in programs.values()):
-        return InstanceStatus.DEPLOYING, "starting services"
-    broken = [p for p in promise_results if not p["ok"]]
-    if broken:
-        return InstanceStatus.DEPLOYING, f"promise {broken[0]['name']}: {broken[0]['message']}"
-    # A service still in its first second counts once the promises vouch for it.
-    if not promise_results and any(state != "RUNNING" for state, _ in programs.values()):
-        return InstanceStatus.DEPLOYING, "starting services"
-    return InstanceStatus.READY, ""
+status_of = _status.status_of     # (re-exported: the pure rule lives in deploy/status.py)
 
 
 class LocalState:
@@ -114,6 +100,11 @@ class LocalState:
     def get(self):
         with self.lock:
             return json.loads(json.dumps(self.data))
+
+    def get_one(self, ref):
+        """A copy of one partition's entry (or {})."""
+        with self.lock:
+            return json.loads(json.dumps(self.data.get(ref) or {}))
 
     def set(self, ref, value):
         with self.lock:
@@ -140,7 +131,15 @@ class Outcome:
 
 
 class InstancePass:
-    def __init__(self, config, client=None, say=None, parallel=PARALLEL_PARTITIONS):
+    """One pass over the partitions: do what ``plan`` says, observe, report.
+
+    ``software_failure(url) -> (reason, next try) | None`` tells why a release an
+    instance waits for is not built (the daemon passes its software pass's; a
+    single pass reads the node's build backoff file).
+    """
+
+    def __init__(self, config, client=None, say=None, parallel=PARALLEL_PARTITIONS,
+                 software_failure=None):
         self.config = config
         self.client = client
         self.say = say or (lambda message: None)
@@ -148,7 +147,8 @@ class InstancePass:
         self.isolation = isolation_mod.isolation_for(config)
         self.local = LocalState(config.state_dir)
         self.last_reports = {}
-        self.promise_cache = {}         # (partition, promise) -> (checked at, result)
+        self.last_said = {}
+        self.software_failure = software_failure or _failure_from_file(config)
 
     def software_digests(self, doc):
         urls = {p["instance"]["software"] for p in doc.get("partitions", []) if p.get("instance")}
@@ -185,114 +185,101 @@ class InstancePass:
                 self.local.set(action.reference, None)
                 outcome.status = InstanceStatus.DESTROYED
             elif action.kind == "wait":
-                outcome.status, outcome.reason = InstanceStatus.DEPLOYING, "waiting for its software release to be built"
+                outcome.status, outcome.reason = self._waiting(action.instance)
             else:
-                instance = action.instance
-                redeployed = False
-                if action.kind == "deploy":
-                    redeployed = partition.deploy(instance)
-                    self.local.set(action.reference, {"instance_id": instance["id"],
-                                                      "hash": action.inputs, "state": ""})
-                    self._publish_early(partition, action)
-                wanted = instance["state"]
-                here = self.local.get().get(action.reference, {})
-                retry = {}
-                if wanted == STARTED:
-                    programs = partition.programs()
-                    retry = self._fatal_backoff(programs, here, action.kind == "deploy")
-                    if action.kind != "check" or retry.get("now") or not self._healthy(programs):
-                        partition.start(retry_fatal=retry.get("now", False),
-                                        restart=redeployed)
-                elif here.get("state") != STOPPED or action.kind == "deploy":
-                    partition.stop()
-                self.local.set(action.reference, {**here, "instance_id": instance["id"],
-                                                  "hash": action.inputs, "state": wanted,
-                                                  "fatal": retry.get("fatal", 0),
-                                                  "retry_at": retry.get("retry_at", 0)})
-                self._observe(partition, instance, outcome)
+                self._run(action, partition, outcome)
         except SlapnodeError as exc:
             outcome.status, outcome.reason = InstanceStatus.ERROR, str(exc)
         except Exception as exc:        # keep the other partitions going; say what broke
             outcome.status, outcome.reason = InstanceStatus.ERROR, f"{type(exc).__name__}: {exc}"
         return self._finish(outcome, action, started)
 
-    @staticmethod
-    def _healthy(programs):
-        """Supervisord up and every service running or on its way: nothing to start."""
-        return bool(programs) and all(state in ("RUNNING", "STARTING", "BACKOFF", "FATAL")
-                                      for state, _ in programs.values())
+    def _waiting(self, instance):
+        failure = self.software_failure(instance["software"])
+        if failure is None:
+            return InstanceStatus.DEPLOYING, "waiting for its software release to be built"
+        reason, next_try = failure
+        when = time.strftime("%H:%M:%S", time.localtime(next_try))
+        return (InstanceStatus.ERROR, f"its software release failed to build: {reason}; "
+                f"next try at {when}")
 
-    @staticmethod
-    def _fatal_backoff(programs, here, fresh):
-        """Crash loops are retried with capped exponential backoff, never given up."""
-        if fresh:
-            return {"now": True}
-        fatal = [n for n, (state, _) in programs.items() if state == "FATAL"]
-        if not fatal:
-            return {"fatal": 0, "retry_at": 0}
-        count = here.get("fatal", 0)
-        if time.time() < here.get("retry_at", 0):
-            return {"now": False, "fatal": count, "retry_at": here["retry_at"]}
-        delay = min(FATAL_RETRY_FIRST * 2 ** count, FATAL_RETRY_MAX)
-        return {"now": count > 0, "fatal": count + 1, "retry_at": time.time() + delay}
-
-    def _publish_early(self, partition, action):
-        """Connection parameters reach the master as soon as they are published."""
-        if self.client is None:
-            return
-        own, _ = partition.connection()
-        if own:
-            try:
-                self.client.report(instances=[{"partition": action.reference,
-                                               "instance_id": action.instance["id"],
-                                               "connection": own}])
-            except MasterError:
-                pass
-
-    def _promises(self, partition, fresh):
-        """Run the partition's promises. A passing promise is re-run only once its
-        ``interval`` has passed (health checks); a failing one, and any after a
-        deployment or a start, is run now."""
-        now = time.monotonic()
-        results = []
-        for promise in promises.declared(partition.root):
-            key = (partition.part.reference, promise.get("name"))
-            last = self.promise_cache.get(key)
-            if not fresh and last and last[1]["ok"] and now - last[0] < promise.get("interval", 60):
-                results.append(last[1])
-                continue
-            result = promises.run(promise, partition.part.uid, partition.part.gid,
-                                  str(partition.root))
-            self.promise_cache[key] = (now, result)
-            results.append(result)
-        return results
-
-    def _observe(self, partition, instance, outcome, wait=3.0):
-        """Status from programs and promises, giving fresh services a moment."""
-        deadline = time.monotonic() + wait
-        while True:
+    def _run(self, action, partition, outcome):
+        """deploy, start, stop or check one instance; fills ``outcome``."""
+        instance, wanted = action.instance, action.instance["state"]
+        here = self.local.get_one(action.reference)
+        if action.kind == "deploy":
+            here = {"instance_id": instance["id"], "hash": "", "state": ""}
+        record = {**here, "instance_id": instance["id"], "hash": action.inputs, "state": wanted}
+        kept = dict(here.get("promises") or {})
+        if action.kind == "deploy" and wanted == STARTED:
+            self.local.set(action.reference, {**record, "hash": "", "state": ""})
+            applied = partition.apply(instance, deploy=True, supervise=True, retry_fatal=True)
+            record.update(fatal=0, retry_at=0)
+            self._seen(record, applied)
+        elif action.kind == "deploy":                   # deployed, and kept stopped
+            self.local.set(action.reference, {**record, "hash": "", "state": ""})
+            applied = partition.apply(instance, deploy=True, supervise=False)
+            partition.stop()
+            record.update(connection=applied.connection, shared=_keys(applied.shared),
+                          promises={})
+        elif wanted == STARTED:
             programs = partition.programs()
-            running = bool(programs) or supervisor.alive(partition.root)
-            results = (self._promises(partition, fresh=outcome.kind != "check")
-                       if instance["state"] == STARTED and running else [])
-            status, reason = status_of(instance["state"], programs, results, running)
-            if status != InstanceStatus.DEPLOYING or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        own, shared = partition.connection()
-        outcome.status, outcome.reason = status, reason
-        outcome.report = {"connection": own, "promises": results}
+            retry = _fatal_backoff(programs, here, action.kind == "start")
+            record.update(fatal=retry.get("fatal", 0), retry_at=retry.get("retry_at", 0))
+            if action.kind == "start" or retry.get("now") or not _healthy(programs):
+                applied = partition.apply(instance, deploy=False, supervise=True,
+                                          retry_fatal=retry.get("now", False))
+                self._seen(record, applied)
+            else:
+                due = promises.due(kept, time.time())
+                if due:
+                    now = time.time()
+                    for result in partition.promises(due):
+                        kept[result["name"]] = {**result, "at": now}
+                    record["promises"] = kept
+                record["programs"] = _as_lists(programs)
+                record["running"] = True
+        elif action.kind == "stop" or here.get("state") != STOPPED:
+            partition.stop()
+        if record != here:              # a health check that saw nothing new writes nothing
+            self.local.set(action.reference, record)
+        programs = (record.get("programs") or {}) if wanted == STARTED else {}
+        running = bool(record.get("running")) if wanted == STARTED else partition.alive()
+        results = ([{"name": r["name"], "ok": r["ok"], "message": r["message"]}
+                    for _, r in sorted((record.get("promises") or {}).items())]
+                   if wanted == STARTED else [])
+        outcome.status, outcome.reason = status_of(wanted, programs, results, running)
+        outcome.report = {"connection": record.get("connection") or {}, "promises": results}
         outcome.part = partition.part
-        outcome.shared = [{"instance_id": sid, "connection": values, "status": InstanceStatus.READY}
-                          for sid, values in shared.items()]
+        outcome.shared = [{"instance_id": int(sid), "connection": values,
+                           "status": InstanceStatus.READY}
+                          for sid, values in (record.get("shared") or {}).items()]
+
+    @staticmethod
+    def _seen(record, applied):
+        """Keep what an apply saw. Every declared promise is kept; one it could not
+        run yet counts as failing, so that it is run at the next check."""
+        now = time.time()
+        results = {r["name"]: {**r, "at": now} for r in applied.promises}
+        promises_kept = {name: results.get(name) or {"name": name, "ok": False, "at": 0,
+                                                     "message": "not checked yet",
+                                                     "interval": 60.0}
+                         for name in applied.declared}
+        record.update(programs=_as_lists(applied.programs), running=applied.running,
+                      promises=promises_kept, connection=applied.connection,
+                      shared=_keys(applied.shared))
 
     def _finish(self, outcome, action, started):
         outcome.seconds = time.monotonic() - started
         if action.instance is not None:
             outcome.report.setdefault("connection", None)
             outcome.report["instance_id"] = action.instance["id"]
-        self.say(f"{outcome.reference}: {action.kind} -> {outcome.status}"
-                 f"{' (' + outcome.reason + ')' if outcome.reason else ''} [{outcome.seconds:.2f} s]")
+        line = (f"{outcome.reference}: {action.kind} -> {outcome.status}"
+                f"{' (' + outcome.reason + ')' if outcome.reason else ''}")
+        # Health checks that change nothing are not news: say only what changed.
+        if action.kind not in ("check", "wait") or self.last_said.get(outcome.reference) != line:
+            self.say(f"{line} [{outcome.seconds:.2f} s]")
+        self.last_said[outcome.reference] = line
         return outcome
 
     def _report(self, outcomes, only_changed):
@@ -321,8 +308,52 @@ class InstancePass:
                 self.last_reports.clear()
 
 
+def _as_lists(programs):
+    """Programs as the state file keeps them (JSON has no tuples)."""
+    return {name: list(value) for name, value in programs.items()}
+
+
+def _keys(shared):
+    return {str(k): v for k, v in shared.items()}
+
+
+def _healthy(programs):
+    """Supervisord up and every service running or on its way: nothing to start."""
+    return bool(programs) and all(state in ("RUNNING", "STARTING", "BACKOFF", "FATAL")
+                                  for state, _ in programs.values())
+
+
+def _fatal_backoff(programs, here, fresh, now=None):
+    """Crash loops are retried with capped exponential backoff, never given up. Pure."""
+    if fresh:
+        return {"now": True}
+    now = time.time() if now is None else now
+    fatal = [n for n, (state, _) in programs.items() if state == "FATAL"]
+    if not fatal:
+        return {"fatal": 0, "retry_at": 0}
+    count = here.get("fatal", 0)
+    if now < here.get("retry_at", 0):
+        return {"now": False, "fatal": count, "retry_at": here["retry_at"]}
+    delay = min(FATAL_RETRY_FIRST * 2 ** count, FATAL_RETRY_MAX)
+    return {"now": count > 0, "fatal": count + 1, "retry_at": now + delay}
+
+
+def _failure_from_file(config):
+    from .software.supply import Backoff
+
+    def failure(url):
+        return Backoff(Path(config.state_dir) / "software-backoff.json").failure(url)
+    return failure
+
+
 class Daemon:
-    """``node run``: long-poll, reconcile, report, keep going."""
+    """``node run``: long-poll, reconcile, report, keep going.
+
+    It never spins: between passes it sleeps until the desired state changes, a
+    build finishes or fails, a build's backoff runs out, or the next health tick.
+    Health passes that change nothing say nothing; a master outage is one line
+    when it starts and one when it ends.
+    """
 
     def __init__(self, config, client, say=None, poll_wait=30.0, health_every=5.0):
         from .software.supply import SoftwarePass
@@ -333,7 +364,8 @@ class Daemon:
         self.poll_wait = poll_wait
         self.health_every = health_every
         self.software = SoftwarePass(config, client, self.say)
-        self.instances = InstancePass(config, client, self.say)
+        self.instances = InstancePass(config, client, self.say,
+                                      software_failure=self.software.failure)
         from .client import Client
 
         # The long-poll has a connection of its own: it is parked most of the time.
@@ -343,54 +375,98 @@ class Daemon:
         self.doc = None
         self.revision = None
         self.software_thread = None
+        self.passes = 0
 
     def stop(self):
         self.stopping.set()
         self.wake.set()
 
     def _poller(self):
-        delay = 1.0
+        delay, outage = 1.0, None
         while not self.stopping.is_set():
             try:
                 doc = self.poll_client.desired_state(after=self.revision,
                                                 wait=self.poll_wait if self.revision is not None else 0)
                 delay = 1.0
             except MasterError as exc:
-                self.say(f"master unreachable ({exc}); retrying in {delay:.0f} s")
-                self.stopping.wait(delay * (0.5 + random.random()))
+                if outage is None:
+                    outage = time.monotonic()
+                    self.say(f"master unreachable ({exc}); retrying with backoff, "
+                             "instances keep running")
+                self.stopping.wait(retry_delay(delay))
                 delay = min(delay * 2, 60.0)
                 continue
+            if outage is not None:
+                self.say(f"master reachable again after {time.monotonic() - outage:.0f} s")
+                outage = None
             if doc.get("changed", True) and doc.get("revision") != self.revision:
                 self.doc, self.revision = doc, doc["revision"]
                 self.wake.set()
 
     def _software(self, doc):
+        news = False
         try:
-            self.software.run(doc)
+            news = any(r.status == "error" or (r.status == "available" and r.how != "up to date")
+                       or r.status == "destroyed" for r in self.software.run(doc))
         finally:
-            self.wake.set()             # built releases unblock their partitions
+            if news:                    # built (or failed) releases change their partitions
+                self.wake.set()
 
     def run(self):
         poller = threading.Thread(target=self._poller, daemon=True)
         poller.start()
         last_doc = None
+        next_build = None
+        checked_software, checked_at = None, 0.0
         while not self.stopping.is_set():
-            self.wake.wait(self.health_every)
+            timeout = self.health_every
+            if next_build is not None:
+                timeout = max(0.0, min(timeout, next_build - time.time()))
+            self.wake.wait(timeout)
             self.wake.clear()
             if self.stopping.is_set():
                 break
             doc = self.doc
             if doc is None:
                 continue
+            pending, next_build = self._software_pending(doc)
             if self.software_thread is None or not self.software_thread.is_alive():
-                if doc is not last_doc or self._software_pending(doc):
+                # Releases are looked at again when what is supplied changes, when one
+                # waits to be built, and every SOFTWARE_RECHECK seconds; not on every
+                # request (expanding every profile is the software user's work).
+                key = software_key(doc)
+                if pending or key != checked_software or \
+                        time.monotonic() - checked_at > SOFTWARE_RECHECK:
+                    checked_software, checked_at = key, time.monotonic()
                     self.software_thread = threading.Thread(target=self._software, args=(doc,),
                                                             daemon=True)
                     self.software_thread.start()
             self.instances.run(doc, only_changed_reports=doc is last_doc)
+            self.passes += 1
             last_doc = doc
 
     def _software_pending(self, doc):
-        return any(s["state"] == "available" and engine.completed_digest(
-            software_dir(self.config.software_root, s["url"])) is None
-            for s in doc.get("software", []))
+        """(a supplied release is unbuilt and may be tried now, when the next one may be)."""
+        now = time.time()
+        pending, next_try = False, None
+        for supply in doc.get("software", []):
+            if supply["state"] != "available" or engine.completed_digest(
+                    software_dir(self.config.software_root, supply["url"])) is not None:
+                continue
+            failure = self.software.failure(supply["url"])
+            if failure is None or failure[1] <= now:
+                pending = True
+            else:
+                next_try = failure[1] if next_try is None else min(next_try, failure[1])
+        return pending, next_try
+
+
+def software_key(doc):
+    """What the software pass depends on in a desired state. Pure."""
+    return json.dumps([doc.get("trusted_builder"),
+                       sorted((s["url"], s["state"]) for s in doc.get("software", []))])
+
+
+def retry_delay(delay, rand=random.random):
+    """The wait before reconnecting: ``delay`` with jitter (0.5 to 1.5 times). Pure."""
+    return delay * (0.5 + rand())

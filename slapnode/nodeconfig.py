@@ -36,8 +36,21 @@ NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,20}$")        # user and partition pr
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
+DEFAULT_STATE_DIR = "/var/lib/slapnode"
+
+
 def config_path(path=None):
     return Path(path or os.environ.get("SLAPNODE_CONFIG") or DEFAULT_PATH)
+
+
+def default_state_dir(path):
+    """Each node's local state is its own: /var/lib/slapnode for the default config,
+    else beside the config (``/etc/slapnode/other.cfg`` -> ``/etc/slapnode/other.state``),
+    so that two nodes on one machine never share it."""
+    path = Path(path).absolute()
+    if path == Path(DEFAULT_PATH):
+        return DEFAULT_STATE_DIR
+    return str(path.with_name(path.stem + ".state"))
 
 
 @dataclass
@@ -52,7 +65,7 @@ class NodeConfig:
     software_user: str = "slapsoft"
     instance_root: str = "/srv/slapnode"
     software_root: str = "/opt/slapnode/software"
-    state_dir: str = "/var/lib/slapnode"
+    state_dir: str = ""              # "" until loaded: see default_state_dir
     isolation: str = "lxc"
     # [network]
     bridge: str = "slapbr0"
@@ -135,12 +148,17 @@ def load(path=None):
             if name not in known or NodeConfig.section_of(name) != section:
                 raise UsageError(f"{path}: unknown option {name!r} in [{section}]")
             values[name] = _convert(name, known[name].type, raw, path)
-    return NodeConfig(**values)
+    config = NodeConfig(**values)
+    if not config.state_dir:
+        config.state_dir = default_state_dir(path)
+    return config
 
 
 def save(config, path=None):
     path = config_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not config.state_dir:
+        config.state_dir = default_state_dir(path)
     parser = configparser.ConfigParser(interpolation=None)
     for section in ("node", "network", "limits"):
         parser.add_section(section)

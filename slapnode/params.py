@@ -94,10 +94,14 @@ def parse_json(data, source="parameters"):
             raise ParameterError(f"{source}: not UTF-8 text") from None
     else:
         _check_size(data.encode("utf-8"))
+    def refuse(name):
+        raise ParameterError(f"{source}: {name} is not a JSON number; give a number or text")
     try:
-        value = json.loads(data)
+        value = json.loads(data, parse_constant=refuse)
     except json.JSONDecodeError as exc:
         raise ParameterError(f"{source}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ParameterError(f"{source}: JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise ParameterError(f"{source}: expected a JSON object, got {type(value).__name__}")
     return value

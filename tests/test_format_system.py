@@ -78,6 +78,12 @@ class Node:
 
 
 @pytest.fixture
+def tmp_path(reachable_dir):
+    """Here, a directory the partition and software users can reach (format checks)."""
+    return reachable_dir
+
+
+@pytest.fixture
 def node(master, netns, tmp_path):
     """A registered node whose network lives in its own namespace."""
     tag = secrets.token_hex(3)
@@ -157,9 +163,9 @@ def test_format_makes_users_directories_and_addresses(node):
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (entry.pw_uid, entry.pw_gid, 0o750)
         for sub in ("etc", "var/log", "var/run", "srv", "tmp"):
             assert os.stat(Path(spec.path) / sub).st_uid == entry.pw_uid
-    soft = pwd.getpwnam(config.software_user)
-    st = os.stat(config.software_root)
-    assert st.st_uid == soft.pw_uid and st.st_mode & 0o777 == 0o755
+    pwd.getpwnam(config.software_user)              # the software user exists ...
+    st = os.stat(config.software_root)              # ... and the software root is root's
+    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o755   # (docs/security.md)
     addresses = node.ns("ip", "-br", "addr", "show", "dev", config.bridge)
     assert f"{nodeconfig.gateway_v4(config)}/" in addresses
     for spec in plan.desired_partitions(config):

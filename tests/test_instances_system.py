@@ -193,8 +193,9 @@ def test_a_killed_service_comes_back_and_a_crash_loop_is_an_error(node):
     conf = part.root / "etc" / "supervisor.d" / "httpd.conf"
     conf.write_text(conf.read_text().replace("command = ", "command = /bin/false "))
     from slapnode.deploy import supervisor
-    supervisor.reload(part.root)
-    assert wait_for(lambda: supervisor.programs(part.root)["httpd"][0] == "FATAL", seconds=30)
+    supervisor.reload(part.root, uid=part.uid)
+    assert wait_for(lambda: supervisor.programs(part.root, uid=part.uid)["httpd"][0] == "FATAL",
+                    seconds=30)
     InstancePass(node.config, node.client).run(node.client.desired_state())
     view = node.user_client.show_instance("hello")
     assert view["status"] == "error" and "httpd" in view["reason"]

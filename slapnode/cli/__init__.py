@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import SlapnodeError
-from .context import Context
+from .context import Context, printable
 from . import instance, master, node, software, standalone, user
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -61,7 +61,7 @@ def main(argv=None):
     except SlapnodeError as exc:
         if debug:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
@@ -69,7 +69,12 @@ def main(argv=None):
     except Exception as exc:    # a bug: still one line, the traceback on demand
         if debug:
             raise
-        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} "
+        click.echo(f"Error: internal error: {type(exc).__name__}: {one_line(exc)} "
                    "(run again with SLAPNODE_DEBUG=1 for the traceback, and report it)", err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+def one_line(exc):
+    """An error message as one printable line, whatever it carries."""
+    return printable(" ".join(str(exc).split("\n")).replace("\r", " "))

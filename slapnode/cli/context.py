@@ -1,8 +1,33 @@
-"""What every command gets: the master client, built on first use, and output helpers."""
+"""What every command gets: the master client, built on first use, and output helpers.
+
+Whatever a command prints that came from a node or another user (a reason, a
+connection parameter, a title) goes through ``printable``: control characters
+and bidirectional overrides are shown escaped, never sent to the terminal raw.
+"""
 
 import json
+import unicodedata
 
 import click
+
+_ESCAPED = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+
+
+def printable(value):
+    """``value`` as text safe for a terminal: every control or format character
+    (escape sequences, bidirectional overrides, NUL, newlines) written as an escape."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if unicodedata.category(char) in _ESCAPED:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+                       if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 class Context:
@@ -35,7 +60,7 @@ def print_table(rows, columns):
         return
     cells = [[str(h) for h, _ in columns]]
     for row in rows:
-        cells.append(["-" if row.get(k) in (None, "") else str(row.get(k)) for _, k in columns])
+        cells.append(["-" if row.get(k) in (None, "") else printable(row.get(k)) for _, k in columns])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     for line in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())

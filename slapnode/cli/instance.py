@@ -7,7 +7,7 @@ import click
 
 from ..errors import ParameterError, SlapnodeError, UsageError
 from ..states import DESTROYED, REQUESTED_STATES, STARTED, STOPPED, InstanceStatus, settled_for
-from .context import json_option, pass_context, print_json, print_table
+from .context import json_option, pass_context, print_json, print_table, printable
 
 
 @click.group("instance")
@@ -51,12 +51,12 @@ def collect_parameters(pairs, xml_path, json_path):
 def _print_instance(view):
     where = f" on {view['node']}/{view['partition']}" if view.get("partition") else ""
     reason = f": {view['reason']}" if view.get("reason") else ""
-    click.echo(f"instance {view['title']!r}: {view['status']}{where} "
-               f"(requested {view['state']}){reason}")
+    click.echo(printable(f"instance {view['title']!r}: {view['status']}{where} "
+                         f"(requested {view['state']}){reason}"))
     if view["status"] == InstanceStatus.READY and view.get("connection"):
         click.echo("connection parameters:")
         for key in sorted(view["connection"]):
-            click.echo(f"  {key} = {view['connection'][key]}")
+            click.echo(f"  {printable(key)} = {printable(view['connection'][key])}")
 
 
 def wait_until_settled(client, title, view, seconds):
@@ -107,13 +107,16 @@ def _pairs_to_filter(pairs):
 @click.option("--node", "node_pairs", multiple=True, metavar="KEY=VALUE",
               help="Node filter: computer=NAME, min-ram-mb=N, min-cpus=N, arch=..., ...")
 @click.option("--shared", is_flag=True, help="Attach to a host instance instead of taking a partition.")
+@click.option("--share-with", "share_with", multiple=True, metavar="USER|*",
+              help="As a host: who may attach shared instances to this one (repeat; '*' for "
+                   "everyone). Default: only you.")
 @click.option("--state", type=click.Choice(REQUESTED_STATES), default=STARTED, show_default=True)
 @click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
               help="Wait until ready (or error); exit 1 on time-out.")
 @json_option
 @pass_context
 def request(ctx, title, software, software_type, pairs, xml_path, json_path, node_pairs,
-            shared, state, wait, as_json):
+            shared, share_with, state, wait, as_json):
     """Request instance TITLE of SOFTWARE (a catalog URL or title).
 
     The same request again changes nothing; a changed one updates the instance.
@@ -123,11 +126,15 @@ def request(ctx, title, software, software_type, pairs, xml_path, json_path, nod
       slapnode instance request my-hello hello --parameter name=Ada --wait 30
       slapnode instance request worker-1 boinc-client --parameters-xml boinc.xml
       slapnode instance request cache redis --node computer=volunteer-1 --json
+      slapnode instance request front frontend --share-with alice --share-with bob
     """
     parameters = collect_parameters(pairs, xml_path, json_path)
-    view = ctx.client.request_instance(
-        title=title, software=software, type=software_type, parameters=parameters,
-        shared=shared, node=_pairs_to_filter(node_pairs), state=state)
+    body = {"title": title, "software": software, "type": software_type,
+            "parameters": parameters, "shared": shared, "node": _pairs_to_filter(node_pairs),
+            "state": state}
+    if share_with:
+        body["share_with"] = list(share_with)
+    view = ctx.client.request_instance(**body)
     _finish(ctx, view, wait, as_json)
 
 
@@ -172,12 +179,14 @@ def show(ctx, title, as_xml, as_json):
     for key in ("title", "software", "type", "state", "status", "reason", "node", "partition",
                 "ipv4", "ipv6", "host"):
         if view.get(key) not in (None, ""):
-            click.echo(f"{key:12} {view[key]}")
+            click.echo(f"{key:12} {printable(view[key])}")
+    if view.get("share_with"):
+        click.echo(f"{'share with':12} {printable(', '.join(view['share_with']))}")
     for section in ("parameters", "connection"):
         click.echo(f"{section}:")
         values = view.get(section) or {}
         for key in sorted(values):
-            click.echo(f"  {key} = {values[key]}")
+            click.echo(f"  {printable(key)} = {printable(values[key])}")
     if view.get("usage"):
         u = view["usage"]
         click.echo(f"usage        cpu {u.get('cpu_seconds', 0)} s, memory {u.get('memory_mb', 0)} MB, "
@@ -185,7 +194,8 @@ def show(ctx, title, as_xml, as_json):
     if view.get("promises"):
         click.echo("promises:")
         for promise in view["promises"]:
-            click.echo(f"  {'ok  ' if promise['ok'] else 'FAIL'} {promise['name']} {promise.get('message', '')}")
+            click.echo(printable(f"  {'ok  ' if promise['ok'] else 'FAIL'} {promise['name']} "
+                                 f"{promise.get('message', '')}"))
 
 
 def _state_command(name, state, doc):

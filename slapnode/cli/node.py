@@ -2,7 +2,7 @@
 
 import click
 
-from .context import json_option, pass_context, print_json, print_table
+from .context import json_option, pass_context, print_json, print_table, printable
 
 
 @click.group("node")
@@ -82,6 +82,8 @@ def node_client(config):
 @click.option("--user-prefix", help="Partition users are PREFIX0, PREFIX1, ... [slapuser].")
 @click.option("--instance-root", type=click.Path(), help="Partition directories [/srv/slapnode].")
 @click.option("--software-root", type=click.Path(), help="Built software [/opt/slapnode/software].")
+@click.option("--state-dir", type=click.Path(),
+              help="This node's local state [/var/lib/slapnode; beside --config for another config].")
 @click.option("--bridge", help="Bridge for the partitions' addresses [slapbr0].")
 @click.option("--ipv4-range", metavar="CIDR", help="Private IPv4 range [a free 10.x/16].")
 @click.option("--ipv6-range", metavar="CIDR",
@@ -151,7 +153,7 @@ def _format(config_path, remove, as_json, force=False):
 
     started = time.monotonic()
     config = nodeconfig.load(config_path)
-    say = (lambda m: None) if as_json else (lambda m: click.echo(m, err=True))
+    say = (lambda m: None) if as_json else (lambda m: click.echo(printable(m), err=True))
     outcome = fmt.reconcile(config, node_client(config), remove_all=remove, progress=say,
                             force=force)
     took = time.monotonic() - started
@@ -210,25 +212,26 @@ def status(config_path, as_json):
 
 
 def _add_runtime(config, rows):
-    """Each partition's services (from its supervisord) and promises, checked now."""
-    from ..deploy import promises, supervisor
-    from ..deploy.partition import parts_of
-
+    """Each partition's services (asked of its supervisord now) and the promise results
+    the agent last saw (promises run inside partitions, never here as root)."""
     from ..agent import LocalState, status_of
+    from ..deploy import supervisor
+    from ..deploy.partition import parts_of
 
     parts = parts_of(config)
     local = LocalState(config.state_dir).get()
     for row in rows:
         part = parts.get(row["reference"])
         row["services"], row["promises"], row["status"] = {}, [], None
-        requested = local.get(row["reference"], {}).get("state")
+        kept = local.get(row["reference"], {})
+        requested = kept.get("state")
         if part is None:
             continue
-        programs = supervisor.programs(part.root)
+        programs = supervisor.programs(part.root, uid=part.uid)
         row["services"] = {n: st for n, (st, _) in programs.items()}
         if programs:
-            row["promises"] = [promises.run(p, part.uid, part.gid, str(part.root))
-                               for p in promises.declared(part.root)]
+            row["promises"] = [{"name": p["name"], "ok": p["ok"], "message": p["message"]}
+                               for _, p in sorted((kept.get("promises") or {}).items())]
         if requested:
             row["status"], row["reason"] = status_of(requested, programs, row["promises"],
                                                      bool(programs))
@@ -256,7 +259,7 @@ def software(config_path, force, as_json):
     client = node_client(config)
     if client is None:
         raise SlapnodeError("the node config has no master or credential; run `slapnode node register`")
-    say = (lambda m: None) if as_json else (lambda m: click.echo(m, err=True))
+    say = (lambda m: None) if as_json else (lambda m: click.echo(printable(m), err=True))
     results = SoftwarePass(config, client, say).run(client.desired_state(), force=force)
     if as_json:
         print_json([r.__dict__ for r in results])
@@ -309,7 +312,7 @@ def instance(config_path, as_json):
     from ..agent import InstancePass
 
     config, client = _node_setup(config_path)
-    say = (lambda m: None) if as_json else (lambda m: click.echo(m, err=True))
+    say = (lambda m: None) if as_json else (lambda m: click.echo(printable(m), err=True))
     outcomes = InstancePass(config, client, say).run(client.desired_state())
     if as_json:
         print_json([{"partition": o.reference, "action": o.kind, "status": o.status,
@@ -336,15 +339,19 @@ def report(config_path):
 @config_option
 @click.option("--poll-wait", type=click.FloatRange(1, 120), default=30, show_default=True,
               help="Seconds each long-poll of the master may wait.")
-def run(config_path, poll_wait):
+@click.option("--log-file", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Log here, rotated at 5 MB (2 kept), instead of stderr.")
+def run(config_path, poll_wait, log_file):
     """The node daemon: follow the master, build, deploy, report; until stopped.
 
     Instances keep running when the master is away; the daemon reconnects with
-    backoff. Killing it at any moment and starting it again converges.
+    backoff. Killing it at any moment and starting it again converges. It sleeps
+    until something changes and says only what changed.
 
     \b
     Example:
       slapnode node run --config /etc/slapnode/node.cfg
+      slapnode node run --log-file /var/log/slapnode-node.log
     """
     import signal
 
@@ -353,7 +360,10 @@ def run(config_path, poll_wait):
     config, client = _node_setup(config_path)
     if config.isolation == "user":
         click.echo("isolation = user: partitions are separate users without containers", err=True)
-    daemon = Daemon(config, client, lambda m: click.echo(m, err=True), poll_wait=poll_wait)
+    from ..log import sayer
+
+    say = sayer(log_file, lambda m: click.echo(m, err=True))
+    daemon = Daemon(config, client, say, poll_wait=poll_wait)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     try:
         daemon.run()

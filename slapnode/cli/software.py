@@ -5,7 +5,7 @@ import json
 import click
 
 from ..errors import UsageError
-from .context import json_option, pass_context, print_json, print_table
+from .context import json_option, pass_context, print_json, print_table, printable
 
 
 @click.group("software")
@@ -86,7 +86,7 @@ def show(ctx, software, as_json):
         print_json(result)
         return
     for key in ("title", "url", "description", "price_per_month"):
-        click.echo(f"{key:16} {result[key]}")
+        click.echo(f"{key:16} {printable(result[key])}")
     click.echo(f"{'schema':16} {'yes' if result['has_schema'] else 'no'}")
     click.echo("supplied to:")
     print_table(result["supplies"], [("NODE", "node"), ("REQUESTED", "requested"),
@@ -151,37 +151,42 @@ def build(profile, software_root, as_user, offline):
     import os
     import time
 
+    from ..errors import SlapnodeError
     from ..software import engine, software_dir
 
     url = profile if "://" in profile else os.path.abspath(profile)
+    software_root = os.path.abspath(software_root)
     directory = software_dir(software_root, url)
-    cache = os.path.join(os.path.abspath(software_root), engine.DOWNLOAD_CACHE)
+    cache = os.path.join(software_root, engine.DOWNLOAD_CACHE)
     started = time.monotonic()
-    digest = engine.load_profile(url, directory, cache).digest()   # also: refuse a bad profile
-    if engine.completed_digest(directory) == digest:
-        click.echo(f"up to date: {directory} in {time.monotonic() - started:.2f} s "
-                   f"(profile {digest[:12]})")
-        return
     if as_user:
+        # Root expands nothing of a release: the user builds, and expands it first.
         from ..software.supply import SoftwareUser
 
         if not _user_exists(as_user):
             raise UsageError(f"--user {as_user!r}: no such user")
         user = SoftwareUser(as_user)
-        for path in (software_root, cache, directory):
-            os.makedirs(path, exist_ok=True)
-            user.own(path)
+        user.make_dirs(software_root, engine.DOWNLOAD_CACHE, directory.name)
+        digest = user.digests(software_root, cache, [url]).get(url)
+        if isinstance(digest, SlapnodeError):
+            raise digest
+    elif os.geteuid() == 0:
+        raise UsageError("building as root is refused; run as an unprivileged user or "
+                         "pass --user NAME (e.g. --user slapsoft)")
+    else:
+        digest = engine.load_profile(url, directory, cache).digest()   # refuses a bad profile
+    if engine.completed_digest(directory) == digest:
+        click.echo(f"up to date: {directory} in {time.monotonic() - started:.2f} s "
+                   f"(profile {digest[:12]})")
+        return
+    if as_user:
         result = user.run("build", url, directory, cache, *(["--offline"] if offline else []))
         if result.returncode != 0:
-            from ..errors import SlapnodeError
-
-            raise SlapnodeError((result.stderr.strip().splitlines() or ["build failed"])[-1]
+            raise SlapnodeError(result.last_error_line("build failed")
                                 + f" (log: {directory}/{engine.LOG})")
-        digest, built = result.stdout.split()[-1], "up to date" not in result.stdout
+        answer = result.stdout.decode()
+        digest, built = answer.split()[-1], "up to date" not in answer
     else:
-        if os.geteuid() == 0:
-            raise UsageError("building as root is refused; run as an unprivileged user or "
-                             "pass --user NAME (e.g. --user slapsoft)")
         log = _Tee(directory)
         try:
             digest, built = engine.build(url, directory, cache, log=log, offline=offline)

@@ -28,6 +28,8 @@ def group(data_dir, listen, partitions, isolation, user_prefix, bridge, ipv4_ran
     import os
     import signal
 
+    from .context import printable
+
     from .. import standalone
     from ..agent import Daemon
     from ..errors import UsageError
@@ -36,7 +38,7 @@ def group(data_dir, listen, partitions, isolation, user_prefix, bridge, ipv4_ran
     parse_listen(listen)
     if os.geteuid() != 0:
         raise UsageError("standalone needs root (it makes partition users and interfaces)")
-    say = lambda message: click.echo(message, err=True)
+    say = lambda message: click.echo(printable(message), err=True)
     names = {"user_prefix": user_prefix, "bridge": bridge, "ipv4_range": ipv4_range}
     process, config, node = standalone.prepare(data_dir, listen, partitions, isolation, say, names)
     daemon = Daemon(config, node, say, poll_wait=30)

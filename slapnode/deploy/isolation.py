@@ -1,15 +1,24 @@
-"""How a partition's supervisord runs: in an LXC application container, or as
-the partition user directly. The one security boundary of running instances.
+"""Where a partition's code runs: in an LXC application container, or as the
+partition user directly. The one security boundary of running instances.
 
-With ``lxc``: ``lxc-execute`` with the partition user as init uid and gid, a
-network namespace holding only the partition's addresses (a veth on the node
-bridge), its own pid namespace, and cgroup limits for memory, CPU and pids
-from the node config. Stopping is ``lxc-stop --kill``: every process of the
-container goes, grandchildren included. With ``user``: supervisord runs as
-the partition user in its own session; stopping shuts it down and then kills
-whatever still runs with the partition's uid.
+With ``lxc``: each partition busy with an instance has a container
+(``lxc-execute``, a placeholder process under ``lxc-init`` as its init, uid
+and gid of the partition user) whose network namespace holds only the
+partition's addresses (a veth on the node bridge), with its own pid and mount
+namespaces, cgroup limits for memory, CPU and pids from the node config, and
+``no_new_privs`` (no setuid program can raise a partition's rights). All the
+partition's code enters that container with ``lxc-attach`` as the partition
+user: the deployment of its instance profile, its supervisord and services,
+its promises (``run_inside``). Stopping is ``lxc-stop --kill``: every process
+of the container goes, grandchildren included.
+
+With ``user``: the same code runs as the partition user in its own session,
+in the host's namespaces (docs/security.md says what that cannot protect);
+stopping shuts supervisord down and then kills whatever runs with the
+partition's uid.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -18,13 +27,14 @@ import sys
 import time
 from pathlib import Path
 
-from .. import nodeconfig
+from .. import nodeconfig, proc
 from ..errors import SlapnodeError
 from ..format.users import user_processes
 from . import supervisor
 
-SUPERVISORD = [sys.executable, "-m", "supervisor.supervisord"]
-
+INSIDE = [sys.executable, "-m", "slapnode.deploy.inside"]
+ANSWER_CAP = 2 << 20            # bytes of answer read from the partition side
+LOG_CAP = 1 << 20               # the container's own log is cut back beyond this
 
 processes_of = user_processes      # (re-exported: tests and benchmarks use it here)
 
@@ -46,10 +56,14 @@ def kill_all(uid, wait=5.0):
         time.sleep(0.02)
 
 
-def _running_with(marker):
+def _root_process_with(marker):
+    """A process of root's whose command line holds ``marker`` (partition users
+    cannot fake one: their processes are not root's)."""
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
+                if entry.stat().st_uid != 0:
+                    continue
                 with open(f"/proc/{entry.name}/cmdline", "rb") as stream:
                     if marker in stream.read().replace(b"\0", b" "):
                         return True
@@ -58,16 +72,25 @@ def _running_with(marker):
     return False
 
 
-def spawn_detached(cmd, **kwargs):
-    """Start ``cmd`` so that it outlives us and is never our zombie: a shell
-    starts it in the background and exits at once, leaving it to init."""
-    shell = subprocess.Popen(["/bin/sh", "-c", '"$@" &', "sh", *map(str, cmd)], **kwargs)
-    shell.wait()
+def answer_of(result, what):
+    """The partition side's JSON answer, or SlapnodeError saying why there is none."""
+    if result.timed_out:
+        raise SlapnodeError(f"{what} did not finish in time")
+    if result.returncode != 0 or result.truncated:
+        reason = ("its answer was too large" if result.truncated
+                  else result.last_error_line(f"exit code {result.returncode}"))
+        raise SlapnodeError(f"{what} failed: {reason}")
+    try:
+        answer = json.loads(result.stdout, parse_constant=_refuse_constant)
+    except ValueError:
+        raise SlapnodeError(f"{what} failed: its answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise SlapnodeError(f"{what} failed: its answer is not a JSON object")
+    return answer
 
 
-def _env(root):
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(root), "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1"}
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a number")
 
 
 class UserIsolation:
@@ -76,19 +99,21 @@ class UserIsolation:
     def __init__(self, config):
         self.config = config
 
-    def start(self, part):
-        log = open(Path(part.root) / "var" / "log" / "supervisord.out", "ab")
-        spawn_detached(SUPERVISORD + ["-c", str(supervisor.paths(part.root)["conf"])],
-                       user=part.uid, group=part.gid, extra_groups=[], cwd=part.root,
-                       env=_env(part.root), stdin=subprocess.DEVNULL, stdout=log,
-                       stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+    def ensure_running(self, part):
+        """Nothing to start: code runs straight as the partition user."""
+
+    def run_inside(self, part, command, request, timeout):
+        env = proc.clean_env(part.root)
+        drop = {"user": part.uid, "group": part.gid, "extra_groups": []} \
+            if os.geteuid() == 0 else {}
+        return proc.run(INSIDE + [command], json.dumps(request).encode(), timeout, ANSWER_CAP,
+                        cwd=part.root, env=env, **drop)
 
     def stop(self, part, graceful=True):
         if graceful:        # services get their stop signal and stop-wait first
-            supervisor.shutdown(part.root)
+            supervisor.shutdown(part.root, uid=part.uid)
             deadline = time.monotonic() + 10
-            while supervisor.alive(part.root) and time.monotonic() < deadline:
+            while supervisor.alive(part.root, uid=part.uid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         kill_all(part.uid)
 
@@ -99,6 +124,7 @@ def cgroup_v2():
 
 class LxcIsolation:
     name = "lxc"
+    HOLDER = ["/bin/sleep", "infinity"]    # the container's command; the real work enters it
 
     def __init__(self, config):
         self.config = config
@@ -109,8 +135,11 @@ class LxcIsolation:
     def container(self, part):
         return f"slapnode-{part.user}"
 
+    def state(self):
+        return Path(self.config.state_dir) / "lxc"
+
     def config_path(self, part):
-        return Path(self.config.state_dir) / "lxc" / f"{self.container(part)}.conf"
+        return self.state() / f"{self.container(part)}.conf"
 
     def render(self, part):
         """The container's configuration (pure apart from reading the cgroup layout)."""
@@ -123,6 +152,7 @@ class LxcIsolation:
             "lxc.console.path = none",
             "lxc.tty.max = 0",
             "lxc.pty.max = 0",
+            "lxc.no_new_privs = 1",
             "lxc.mount.auto = proc:mixed sys:ro cgroup:mixed",
             "lxc.apparmor.profile = unconfined",
             # bind the IPv6 address at once, while duplicate address detection runs
@@ -138,7 +168,7 @@ class LxcIsolation:
         ]
         # The partition knows its own name, and name lookups fail at once instead of
         # waiting for a name server the partition cannot reach (no outbound network).
-        state = Path(c.state_dir) / "lxc"
+        state = self.state()
         lines += [
             f"lxc.mount.entry = {state / (self.container(part) + '.hosts')} etc/hosts none bind,ro,create=file 0 0",
             f"lxc.mount.entry = {state / 'resolv.conf'} etc/resolv.conf none bind,ro,create=file 0 0",
@@ -156,34 +186,61 @@ class LxcIsolation:
                       f"lxc.cgroup.cpu.cfs_quota_us = {quota}"]
         return "\n".join(lines) + "\n"
 
-    def start(self, part):
-        path = self.config_path(part)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (path.parent / f"{self.container(part)}.hosts").write_text(
+    def running(self, part):
+        result = subprocess.run(["lxc-info", "-n", self.container(part), "-s", "-H"],
+                                capture_output=True, text=True)
+        return result.stdout.strip() == "RUNNING"
+
+    def ensure_running(self, part):
+        """The partition's container, started if it is not running."""
+        if self.running(part):
+            return
+        state = self.state()
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = self.container(part)
+        (state / f"{name}.hosts").write_text(
             f"127.0.0.1 localhost\n::1 localhost\n{part.ipv4} {part.reference}\n"
             f"{part.ipv6} {part.reference}\n")
-        (path.parent / "resolv.conf").write_text(
+        (state / "resolv.conf").write_text(
             "# slapnode partitions have no name server: lookups fail at once\n"
             "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        path = self.config_path(part)
         path.write_text(self.render(part))
-        log = Path(part.root) / "var" / "log" / "container.log"
-        out = open(Path(self.config.state_dir) / "lxc" / f"{self.container(part)}.out", "ab")
-        spawn_detached(["lxc-execute", "-n", self.container(part), "-f", str(path),
-                        "-o", str(log), "-l", "WARN", "--",
-                        *SUPERVISORD, "-c", str(supervisor.paths(part.root)["conf"])],
-                       cwd=part.root, env=_env(part.root), stdin=subprocess.DEVNULL,
-                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        out.close()
+        log = state / f"{name}.log"
+        for kept in (log, state / f"{name}.out"):       # bounded: cut back at each start
+            if kept.exists() and kept.stat().st_size > LOG_CAP:
+                kept.write_bytes(kept.read_bytes()[-LOG_CAP // 2:])
+        with open(state / f"{name}.out", "ab") as out:
+            proc.spawn_detached(["lxc-execute", "-n", name, "-f", str(path), "-o", str(log),
+                                 "-l", "WARN", "--", *self.HOLDER],
+                                cwd=part.root, env=proc.clean_env("/root"),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + 15       # (lxc-wait looks only once a second)
+        while not self.running(part):
+            if time.monotonic() > deadline:
+                raise SlapnodeError(f"the partition's container did not start; see {log}")
+            time.sleep(0.01)
+
+    def run_inside(self, part, command, request, timeout):
+        self.ensure_running(part)
+        argv = ["lxc-attach", "-n", self.container(part), "-f", str(self.config_path(part)),
+                "-u", str(part.uid), "-g", str(part.gid), "--clear-env"]
+        for key, value in proc.clean_env(part.root).items():
+            argv += ["-v", f"{key}={value}"]
+        argv += ["--", *INSIDE, command]
+        return proc.run(argv, json.dumps(request).encode(), timeout, ANSWER_CAP,
+                        cwd=part.root, env=proc.clean_env("/root"))
 
     def stop(self, part, graceful=True):
         if graceful:
-            supervisor.stop_all(part.root)
+            supervisor.stop_all(part.root, uid=part.uid)
         subprocess.run(["lxc-stop", "-n", self.container(part), "--kill"],
                        capture_output=True, timeout=30)
         kill_all(part.uid)
         marker = f" {self.container(part)} ".encode()
         deadline = time.monotonic() + 5         # lxc-execute leaves once its container died
-        while time.monotonic() < deadline and _running_with(marker):
+        while time.monotonic() < deadline and _root_process_with(marker):
             time.sleep(0.02)
 
 

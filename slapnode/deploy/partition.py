@@ -1,26 +1,31 @@
-"""One partition at work: deploy its instance, start, stop, destroy, observe.
+"""One partition at work, seen from the root agent: apply, stop, destroy, observe.
 
-Owns what happens inside a partition: running the release's instance profile
-as the partition user (with ``[slap-configuration]`` and ``[slap-parameter]``
-given by the node), the partition's supervisord, the instance's status from
-its programs and promises, its published connection parameters, and wiping
-it clean when the instance is destroyed.
+Owns what the agent asks of a partition and how it reads the answer. The work
+itself (running the release's instance profile with ``[slap-configuration]``
+and ``[slap-parameter]``, supervisord, promises) happens inside the
+partition, as its user (``slapnode.deploy.inside`` through the isolation);
+root only hands over the request on a pipe, checks the answer (sizes, types,
+finite numbers: it comes from untrusted code), stops processes, and wipes
+the partition through descriptors (``safefs``) when the instance is destroyed.
 """
 
 import hashlib
 import json
-import os
+import math
 import pwd
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import safefs
 from ..errors import SlapnodeError
 from ..format import users as format_users
-from ..software import software_dir, worker
+from ..software import software_dir
 from . import supervisor
+
+DEPLOY_TIMEOUT = 900.0          # an instance profile that runs longer than this is stopped
+PROMISE_TIMEOUT = 130.0         # every promise runs at once; each is capped at 60 s
+MAX_VALUE = 64 << 10            # a published value longer than this is cut
+MAX_KEYS = 1000
 
 
 @dataclass
@@ -58,12 +63,15 @@ def inputs_hash(instance, software_digest):
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def instance_profile(sr_dir, software_type):
-    for name in (f"instance-{software_type}.cfg", "instance.cfg"):
-        path = Path(sr_dir) / name
-        if path.exists():
-            return path
-    return None
+# [slap-configuration] values the node decides alone; every other given value (the
+# parameters, the title, the shared instances, the software type) comes from a
+# requester and is data only (see Template: never template source).
+NODE_VALUES = ("computer", "partition", "ipv4", "ipv6", "partition-root", "software-root",
+               "user", "uid", "gid")
+
+
+def trusted_values():
+    return [("slap-configuration", key) for key in NODE_VALUES]
 
 
 def _parameter_text(value):
@@ -71,6 +79,7 @@ def _parameter_text(value):
 
 
 def overrides(config, part, instance):
+    """[slap-configuration] and [slap-parameter] as the agent gives them. Pure."""
     parameters = instance.get("parameters") or {}
     sr_dir = software_dir(config.software_root, instance["software"])
     return {
@@ -88,6 +97,96 @@ def overrides(config, part, instance):
     }
 
 
+# -- what the partition side says, checked ------------------------------------------------
+
+def _text(value, limit):
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _clean_value(value):
+    """A published value as the master may store it: text, or finite JSON."""
+    if isinstance(value, str):
+        return value[:MAX_VALUE]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return value if math.isfinite(value) and abs(value) < 2**63 else None
+    text = json.dumps(value, sort_keys=True, allow_nan=False, default=str)
+    return text[:MAX_VALUE]
+
+
+def clean_parameters(values):
+    if not isinstance(values, dict):
+        return {}
+    return {str(k)[:256]: _clean_value(v) for k, v in list(values.items())[:MAX_KEYS]}
+
+
+def clean_promises(results):
+    if not isinstance(results, list):
+        return []
+    cleaned = []
+    for item in results[:100]:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            continue
+        interval = item.get("interval")
+        interval = float(interval) if isinstance(interval, (int, float)) and \
+            math.isfinite(interval) else 60.0
+        cleaned.append({"name": item["name"][:128], "ok": item.get("ok") is True,
+                        "message": _text(item.get("message"), 500),
+                        "interval": min(max(interval, 1.0), 86400.0)})
+    return cleaned
+
+
+def clean_programs(programs):
+    if not isinstance(programs, dict):
+        return {}
+    result = {}
+    for name, value in list(programs.items())[:1000]:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            result[str(name)[:128]] = (_text(value[0], 32), _text(value[1], 500))
+    return result
+
+
+def _names(value):
+    if not isinstance(value, list):
+        return []
+    return [name[:128] for name in value[:100] if isinstance(name, str)]
+
+
+@dataclass
+class Applied:
+    """What a partition said after ``apply``, checked."""
+
+    error: str
+    changed: bool
+    programs: dict
+    running: bool
+    promises: list
+    declared: list
+    connection: dict
+    shared: dict
+
+
+def applied_from(answer):
+    shared = {}
+    raw_shared = answer.get("shared")
+    if isinstance(raw_shared, dict):
+        for key, values in list(raw_shared.items())[:MAX_KEYS]:
+            try:
+                shared[int(key)] = clean_parameters(values)
+            except (TypeError, ValueError):
+                continue
+    error = answer.get("error")
+    return Applied(error=_text(error, 1000) if error else "",
+                   changed=answer.get("changed") is True,
+                   programs=clean_programs(answer.get("programs")),
+                   running=answer.get("running") is True,
+                   promises=clean_promises(answer.get("promises")),
+                   declared=_names(answer.get("declared")),
+                   connection=clean_parameters(answer.get("connection")),
+                   shared=shared)
+
+
 class Partition:
     def __init__(self, config, part, isolation):
         self.config = config
@@ -98,86 +197,58 @@ class Partition:
     def root(self):
         return self.part.root
 
-    def _as_user(self, *args):
-        return worker.run_as(self.part.uid, self.part.gid, self.root, args, cwd=self.root)
+    def apply(self, instance, deploy=True, supervise=True, restart=True, retry_fatal=False,
+              wait=3.0):
+        """Deploy the instance (``deploy``), run its services (``supervise``), wait up to
+        ``wait`` s for it to settle; all inside the partition. Returns ``Applied``."""
+        request = {"root": str(self.root), "reference": self.part.reference,
+                   "supervise": supervise, "restart": restart, "retry_fatal": retry_fatal,
+                   "wait": wait}
+        if deploy:
+            sr_dir = software_dir(self.config.software_root, instance["software"])
+            request["software"] = str(sr_dir)
+            request["type"] = instance.get("type") or "default"
+            request["given"] = overrides(self.config, self.part, instance)
+        result = self.isolation.run_inside(self.part, "apply", request,
+                                           timeout=DEPLOY_TIMEOUT + wait + 30)
+        if result.timed_out:
+            self.isolation.stop(self.part, graceful=False)
+            raise SlapnodeError(f"the deployment did not finish within {DEPLOY_TIMEOUT:.0f} s; "
+                                "the partition was stopped")
+        from .isolation import answer_of
 
-    def deploy(self, instance):
-        """Run the instance profile in the partition as its user; True if that changed
-        anything (the services must then re-read it). Raises SlapnodeError."""
-        sr_dir = software_dir(self.config.software_root, instance["software"])
-        profile = instance_profile(sr_dir, instance.get("type") or "default")
-        if profile is None:
-            raise SlapnodeError(f"the release has no instance.cfg (in {sr_dir})")
-        fd, given = tempfile.mkstemp(dir=self.root / "tmp", prefix=".slap-", suffix=".json")
-        with os.fdopen(fd, "w") as stream:
-            json.dump(overrides(self.config, self.part, instance), stream)
-        os.chown(given, self.part.uid, self.part.gid)
-        try:
-            result = self._as_user("deploy", profile, self.root, given)
-        finally:
-            os.unlink(given)
-        if result.returncode != 0:
-            raise SlapnodeError((result.stderr.strip().splitlines() or ["deploy failed"])[-1])
-        conf = supervisor.paths(self.root)["conf"]
-        text = supervisor.render(self.root, self.part.reference)
-        if not conf.exists() or conf.read_text() != text:
-            conf.write_text(text)
-            os.chown(conf, self.part.uid, self.part.gid)
-        supervisor.paths(self.root)["programs"].mkdir(exist_ok=True)
-        os.chown(supervisor.paths(self.root)["programs"], self.part.uid, self.part.gid)
-        return result.stdout.startswith("deployed")
+        applied = applied_from(answer_of(result, "the deployment"))
+        if applied.error:
+            raise SlapnodeError(applied.error)
+        return applied
 
-    def start(self, retry_fatal=False, restart=False):
-        """Run supervisord and its services; ``restart``: restart the running ones."""
-        restart = restart and supervisor.alive(self.root)
-        if not supervisor.alive(self.root):
-            socket_path = supervisor.paths(self.root)["socket"]
-            if socket_path.exists():
-                socket_path.unlink()
-            self.isolation.start(self.part)
-            deadline = time.monotonic() + 15
-            while not supervisor.alive(self.root):
-                if time.monotonic() > deadline:
-                    raise SlapnodeError("the partition's supervisord did not start; see "
-                                        f"{self.root}/var/log/supervisord.log")
-                time.sleep(0.02)
-        supervisor.reload(self.root)
-        if restart:             # a redeploy: services re-read what it rewrote
-            supervisor.restart_all(self.root)
-        supervisor.start_all(self.root, include_fatal=retry_fatal)
+    def promises(self, names):
+        """Run the named promises inside the partition now."""
+        from .isolation import answer_of
+
+        result = self.isolation.run_inside(self.part, "promises",
+                                           {"root": str(self.root), "names": sorted(names)},
+                                           timeout=PROMISE_TIMEOUT)
+        return clean_promises(answer_of(result, "the promises").get("promises"))
 
     def stop(self):
         self.isolation.stop(self.part)
 
     def destroy(self):
         """Stop everything and leave the partition as format made it, empty.
-        No graceful stop: whatever the services would save is wiped anyway."""
+        No graceful stop: whatever the services would save is wiped anyway. The
+        wipe goes through descriptors: a link left in the partition is removed,
+        never followed."""
         self.isolation.stop(self.part, graceful=False)
-        for entry in self.root.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink()
+        safefs.empty_dir(self.root)
         from ..format.plan import partition_spec
 
         index = int(self.part.reference[len(self.config.partition_prefix):])
         format_users.ensure_partition_dir(partition_spec(self.config, index),
                                           self.part.uid, self.part.gid)
 
-    def connection(self):
-        """(own parameters, {shared instance id: parameters}) published so far."""
-        own, shared = {}, {}
-        for path in sorted((self.root / "etc" / "publish").glob("*.json")):
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            target = record.get("shared_instance")
-            if target is None:
-                own.update(record.get("values", {}))
-            else:
-                shared.setdefault(int(target), {}).update(record.get("values", {}))
-        return own, shared
-
     def programs(self):
-        return supervisor.programs(self.root)
+        return supervisor.programs(self.root, uid=self.part.uid)
+
+    def alive(self):
+        return supervisor.alive(self.root, uid=self.part.uid)

@@ -1,17 +1,36 @@
 """One supervisord per partition: its configuration, and talking to it.
 
-Owns the supervisord.conf of a partition (pure: ``render``), where its socket
-and logs live, and the XML-RPC calls over that unix socket (start, stop,
-reload the programs, read their states).
+Owns the supervisord.conf of a partition (pure: ``render``; it is written by
+the partition user, never by root), where its socket and logs live, and the
+XML-RPC calls over that unix socket (start, stop, reload the programs, read
+their states).
+
+The socket lives in the partition, so whoever calls it from outside (the root
+agent) must not be led elsewhere: it is opened with ``O_PATH | O_NOFOLLOW``
+through directories walked without following links, checked to be a socket
+owned by the partition user, and connected through ``/proc/self/fd``. What
+comes back is bounded in size and time: the other end may be anything the
+partition user put there.
 """
 
 import http.client
+import os
 import socket
+import stat
+import time
 import xmlrpc.client
 from pathlib import Path
 
+from .. import safefs
+
+MAX_RESPONSE = 4 << 20          # bytes of XML-RPC answer we read at most
+STOP_TIMEOUT = 300              # a program may take its stopwaitsecs to stop; calls wait for it
+
 RUNNING_STATES = {"RUNNING"}
 FAILED_STATES = {"FATAL", "EXITED", "UNKNOWN"}
+
+
+SOCKET = "var/run/supervisord.sock"
 
 
 def paths(root):
@@ -54,51 +73,104 @@ files = {p['programs']}/*.conf
 """
 
 
+def connect_socket(root, relpath, uid, timeout):
+    """A connected unix socket to ``root/relpath``, never following a link: the
+    socket must be a socket owned by ``uid`` (None: whoever we are)."""
+    parent, _, name = relpath.rpartition("/")
+    with safefs.opened_dir(root, parent) as dir_fd:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise safefs.Refused(f"{root}/{relpath}: not a socket; refused")
+        if st.st_uid != (os.geteuid() if uid is None else uid):
+            raise safefs.Refused(f"{root}/{relpath}: owned by uid {st.st_uid}; refused")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(f"/proc/self/fd/{fd}")
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    finally:
+        os.close(fd)
+
+
 class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
+    def __init__(self, root, uid, timeout):
         super().__init__("localhost", timeout=timeout)
-        self.path = path
+        self.root, self.uid = root, uid
 
     def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
+        self.sock = connect_socket(self.root, SOCKET, self.uid, self.timeout)
 
 
 class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path, timeout):
+    """XML-RPC over the partition's socket; the answer is read up to MAX_RESPONSE
+    bytes and within the deadline, whatever the other end sends."""
+
+    def __init__(self, root, uid, timeout):
         super().__init__()
-        self.path, self.timeout = str(path), timeout
+        self.root, self.uid, self.timeout = str(root), uid, timeout
 
     def make_connection(self, host):
-        return _UnixConnection(self.path, self.timeout)
+        return _UnixConnection(self.root, self.uid, self.timeout)
+
+    def parse_response(self, response):
+        deadline = time.monotonic() + self.timeout
+        parser, unmarshaller = self.getparser()
+        size = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise OSError("supervisord answered too slowly")
+            data = response.read(1 << 16)
+            if not data:
+                break
+            size += len(data)
+            if size > MAX_RESPONSE:
+                raise OSError("supervisord's answer is too large")
+            parser.feed(data)
+        parser.close()
+        return unmarshaller.close()
 
 
-def proxy(root, timeout=10):
-    """An XML-RPC proxy to the partition's supervisord."""
-    transport = _UnixTransport(paths(root)["socket"], timeout)
+def proxy(root, timeout=10, uid=None):
+    """An XML-RPC proxy to the partition's supervisord (``uid``: who must own its
+    socket; None when we are the partition user ourselves)."""
+    transport = _UnixTransport(root, uid, timeout)
     return xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=transport)
 
 
-def alive(root):
+def alive(root, uid=None):
     try:
-        return proxy(root, timeout=2).supervisor.getState()["statename"] == "RUNNING"
-    except (OSError, xmlrpc.client.Error):
+        return proxy(root, timeout=2, uid=uid).supervisor.getState()["statename"] == "RUNNING"
+    except (OSError, xmlrpc.client.Error, TypeError, KeyError):
         return False
 
 
-def programs(root):
-    """{name: (statename, description)}."""
+def programs(root, uid=None):
+    """{name: (statename, description)}; {} when supervisord does not answer. From
+    outside, the answer is checked: names and states are short strings."""
     try:
-        infos = proxy(root).supervisor.getAllProcessInfo()
+        infos = proxy(root, uid=uid).supervisor.getAllProcessInfo()
     except (OSError, xmlrpc.client.Error):
         return {}
-    return {i["name"]: (i["statename"], i["description"]) for i in infos}
+    result = {}
+    if not isinstance(infos, list):
+        return {}
+    for info in infos[:1000]:
+        if not isinstance(info, dict):
+            continue
+        name, state, description = info.get("name"), info.get("statename"), info.get("description", "")
+        if isinstance(name, str) and isinstance(state, str):
+            result[name[:128]] = (state[:32], str(description)[:500])
+    return result
 
 
-def reload(root):
+def reload(root, uid=None):
     """Pick up added, changed and removed program files; start what is new."""
-    server = proxy(root)
+    server = proxy(root, uid=uid, timeout=STOP_TIMEOUT)
     added, changed, removed = server.supervisor.reloadConfig()[0]
     for name in removed + changed:
         try:
@@ -111,11 +183,11 @@ def reload(root):
     return added, changed, removed
 
 
-def start_all(root, include_fatal=False):
+def start_all(root, include_fatal=False, uid=None):
     """Start programs that are stopped. FATAL ones (a crash loop) only when asked:
     the agent retries those with its own capped backoff."""
-    server = proxy(root)
-    for name, (state, _) in programs(root).items():
+    server = proxy(root, uid=uid)
+    for name, (state, _) in programs(root, uid=uid).items():
         if state == "FATAL" and not include_fatal:
             continue
         if state not in RUNNING_STATES | {"STARTING", "BACKOFF"}:
@@ -125,24 +197,29 @@ def start_all(root, include_fatal=False):
                 pass
 
 
-def stop_all(root):
+def stop_all(root, uid=None):
     try:
-        proxy(root).supervisor.stopAllProcesses(True)
+        proxy(root, uid=uid).supervisor.stopAllProcesses(True)
     except (OSError, xmlrpc.client.Error):
         pass
 
 
-def shutdown(root):
+def shutdown(root, uid=None):
     try:
-        proxy(root, timeout=5).supervisor.shutdown()
+        proxy(root, timeout=5, uid=uid).supervisor.shutdown()
     except (OSError, xmlrpc.client.Error):
         pass
 
 
-def restart_all(root):
-    """Restart every program, so that it reads its new configuration."""
-    server = proxy(root)
-    for name, (state, _) in programs(root).items():
+def restart_all(root, uid=None, skip=()):
+    """Restart every program (but ``skip``: those a reload just started), so that it
+    reads its new configuration. A program that was only just spawned is never
+    signalled: between fork and exec it would lose the signal and hold the stop for
+    its whole stop-wait."""
+    server = proxy(root, uid=uid, timeout=STOP_TIMEOUT)
+    for name, (state, _) in programs(root, uid=uid).items():
+        if name in skip:
+            continue
         try:
             if state in RUNNING_STATES | {"STARTING", "BACKOFF"}:
                 server.supervisor.stopProcess(name, True)

@@ -90,6 +90,12 @@ def reconcile(config, client=None, remove_all=False, progress=None, force=False)
     # (removing everything must work even if the machine's networks changed since)
     nodeconfig.check(target, [] if remove_all else
                      machine.other_networks(exclude={config.bridge}, netns=config.netns))
+    if not remove_all:
+        from . import reach
+
+        unreachable = reach.problems(config)
+        if unreachable:
+            raise UsageError("; ".join(unreachable) + "; nothing was changed")
     known_users = users.all_users()
     problems = plan.collisions(target, known_users, users.all_group_names())
     if problems:

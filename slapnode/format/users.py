@@ -74,12 +74,15 @@ def user_processes(uid):
 
 
 def ensure_software_user(config):
+    """The software user. The software root itself is root's (0755): each release's
+    directory in it is the software user's, made by the agent through descriptors,
+    so a build can never swap a release's directory for a link root would follow."""
     try:
         entry = pwd.getpwnam(config.software_user)
     except KeyError:
         create_user(config.software_user, config.software_root, SOFTWARE_MARK)
         entry = pwd.getpwnam(config.software_user)
-    ensure_dir(config.software_root, entry.pw_uid, entry.pw_gid, 0o755)
+    ensure_dir(config.software_root, 0, 0, 0o755)
     return entry
 
 
@@ -97,13 +100,16 @@ def ensure_dir(path, uid, gid, mode):
 
 
 def ensure_partition_dir(spec, uid, gid):
-    """The partition directory (0750) and its skeleton, owned by the partition user."""
+    """The partition directory (0750) and its skeleton, owned by the partition user.
+    The skeleton is made through descriptors: a link or a file the partition user
+    put in its place is removed (never followed) and the directory made again."""
+    from .. import safefs
+
     ensure_dir(spec.path, uid, gid, 0o750)
     for sub in SKELETON:
-        target = Path(spec.path) / sub
-        if not target.exists():
-            target.mkdir()
-            os.chown(target, uid, gid, follow_symlinks=False)
+        parent, _, name = sub.rpartition("/")
+        with safefs.opened_dir(spec.path, parent, uid=uid if parent else None) as fd:
+            safefs.make_dir_at(fd, name, uid, gid, 0o755, fix_mode=False, replace=True)
 
 
 def remove_tree(path):

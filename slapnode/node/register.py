@@ -55,12 +55,18 @@ def build_config(base, master_url, options, netns=None):
         notes.append("isolation = user: partitions are separate Unix users without LXC "
                      "containers (install Debian's lxc for full isolation)")
     nodeconfig.check(config, others)
+    from ..format import reach
+
+    found = reach.problems(config)
+    if found:
+        raise UsageError("; ".join(found))
     return config, notes
 
 
 def register(master_url, token, name, config_path, options):
     path = nodeconfig.config_path(config_path)
-    base = nodeconfig.load(path) if path.exists() else nodeconfig.NodeConfig()
+    base = nodeconfig.load(path) if path.exists() else \
+        nodeconfig.NodeConfig(state_dir=nodeconfig.default_state_dir(path))
     config, notes = build_config(base, master_url, options)
     capacity = machine.capacity(config.instance_root)
     answer = Client(config.master).enroll(token, name=name, capacity=capacity)

@@ -6,6 +6,15 @@ detection and file:line in every error), ``$${...}`` kept literal, and the
 parts to install in order (``[buildout] parts``, each preceded by the parts
 its options refer to). Every part is expanded before anything is built, so a
 profile with an error builds nothing.
+
+Expansion is pure unless asked otherwise (``effects=True``, only while a build
+or a deployment runs, as the software or partition user): an option a recipe
+can only compute by acting (the password recipe's ``passwd`` makes and keeps
+a file) expands to a stable placeholder in a pure expansion, so that digests
+and plans never touch the disk. Options whose value comes, directly or through
+substitutions, from what the agent gives (the requester's parameters, the
+instance title, shared instances) are *given*: ``given_options`` names them,
+so that a template never takes one as its source.
 """
 
 import hashlib
@@ -15,21 +24,34 @@ from .parser import ESCAPED, SUBST_RE, ProfileError, Value
 
 
 class Profile:
-    def __init__(self, raw, builtins=None, computed=None, overrides=None):
+    def __init__(self, raw, builtins=None, computed=None, overrides=None, effects=False,
+                 trusted=()):
         """``builtins``: {section: {option: text}} the engine provides (e.g. the
         buildout directories), used where the profile does not set them.
         ``overrides``: {section: {option: text}} that win over the profile (the
         agent's [slap-configuration] and the request's [slap-parameter]); they
         are literal text, never substituted.
         ``computed(section, recipe, option, get) -> str | None``: options a
-        recipe derives from the others (asked only for options not written)."""
+        recipe derives from the others (asked only for options not written).
+        ``effects``: computed options may act (a real build); else they are pure.
+        ``trusted``: (section, option) pairs of ``overrides`` that no requester can
+        influence (the node's own values: addresses, paths); the others are given."""
         self.raw = raw
         self.builtins = builtins or {}
         self.overrides = overrides or {}
         self.computed = computed
+        self.effects = effects
+        self.trusted = frozenset(tuple(t) for t in trusted)
         self._cache = {}
         self._macro_cache = {}
+        self._given = set()         # (section, option) whose value carries given text
+        self._frames = []           # one per get() in progress: did it read given text?
         self.references = {}        # section -> sections its values refer to
+
+    def pure(self):
+        """The same profile, expanded without effects (for its digest)."""
+        return Profile(self.raw, self.builtins, self.computed, self.overrides, effects=False,
+                       trusted=self.trusted)
 
     # -- raw options, macros applied --------------------------------------------------
     def _raw_section(self, name, stack=()):
@@ -53,7 +75,8 @@ class Profile:
                 options.update(inherited)
         options.update(own)
         for key, text in self.overrides.get(name, {}).items():
-            options[key] = Value(str(text).replace("${", "$${"), f"(given: [{name}] {key})")
+            options[key] = Value(str(text).replace("${", "$${"), f"(given: [{name}] {key})",
+                                 given=(name, key) not in self.trusted)
         self._macro_cache[name] = options
         return options
 
@@ -69,6 +92,7 @@ class Profile:
     def get(self, section, option, where="", stack=()):
         key = (section, option)
         if key in self._cache:
+            self._mark(key in self._given)
             return self._cache[key]
         if key in stack:
             chain = " -> ".join(f"${{{s}:{o}}}" for s, o in stack + (key,))
@@ -77,16 +101,34 @@ class Profile:
         if options is None:
             raise ProfileError(f"{where or 'profile'}: ${{{section}:{option}}}: "
                                f"no section [{section}]")
-        value = options.get(option)
-        if value is None:
-            text = self._computed(section, option, where, stack + (key,))
-            if text is None:
-                raise ProfileError(f"{where or 'profile'}: ${{{section}:{option}}}: "
-                                   f"section [{section}] has no option {option!r}")
-            value = Value(text, where or "(computed)")
-        result = self._substitute(section, value, stack + (key,))
+        frame = [False]
+        self._frames.append(frame)
+        try:
+            value = options.get(option)
+            if value is None:
+                text = self._computed(section, option, where, stack + (key,))
+                if text is None:
+                    raise ProfileError(f"{where or 'profile'}: ${{{section}:{option}}}: "
+                                       f"section [{section}] has no option {option!r}")
+                value = Value(text, where or "(computed)")
+            frame[0] = frame[0] or value.given
+            result = self._substitute(section, value, stack + (key,))
+        finally:
+            self._frames.pop()
         self._cache[key] = result
+        if frame[0]:
+            self._given.add(key)
+        self._mark(frame[0])
         return result
+
+    def _mark(self, given):
+        """Tell the get() in progress (if any) that it read a given value."""
+        if given and self._frames:
+            self._frames[-1][0] = True
+
+    def given_options(self, section):
+        """Options of ``section`` whose value carries text the agent gave (expand first)."""
+        return {option for s, option in self._given if s == section}
 
     def _computed(self, section, option, where, stack):
         if option == "_buildout_section_name_":
@@ -97,7 +139,7 @@ class Profile:
         if self.computed is None or not recipe:
             return None
         return self.computed(section, recipe, option,
-                             lambda name: self.get(section, name, where, stack))
+                             lambda name: self.get(section, name, where, stack), self.effects)
 
     def _substitute(self, section, value, stack):
         text = value.text.replace("$${", ESCAPED)
@@ -150,7 +192,8 @@ class Profile:
     def digest(self):
         """A hash of everything that will be built: the parts and their expanded options,
         and what the agent gave (a recipe may read any of it, e.g. the shared instances)."""
-        blob = json.dumps([self.parts(), self.overrides], sort_keys=True).encode()
+        profile = self.pure() if self.effects else self
+        blob = json.dumps([profile.parts(), self.overrides], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

@@ -38,6 +38,7 @@ class Value:
     where: str                      # "file:line"
     op: str = "="                   # "=", "+=", "-="
     chain: list = None              # several += / -= on one option in one file, in order
+    given: bool = False             # text the agent gave (parameters): data, never source
 
     def operations(self):
         return self.chain or [(self.op, self.text)]

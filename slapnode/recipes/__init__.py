@@ -8,6 +8,7 @@ update paths, and the build context (directories, the shared download cache,
 the log) that a recipe uses instead of reaching for globals.
 """
 
+import functools
 import hashlib
 import os
 import shutil
@@ -27,17 +28,23 @@ class RecipeError(SlapnodeError):
     """A recipe failed; the message says which part and why, in one line."""
 
 
+@functools.lru_cache(maxsize=None)
+def _entry_points():
+    """The installed recipes, read once per process (each scan reads every
+    distribution's metadata: milliseconds that a deployment would pay per option)."""
+    return tuple(metadata.entry_points(group=GROUP))
+
+
+@functools.lru_cache(maxsize=None)
 def find(spec):
     """The recipe class for ``DIST:NAME``."""
     dist, sep, name = spec.partition(":")
     if not sep or not dist or not name:
         raise RecipeError(f"recipe {spec!r} must be DISTRIBUTION:NAME, e.g. slapnode:download")
-    candidates = [ep for ep in metadata.entry_points(group=GROUP) if ep.name == name]
-    for entry in candidates:
-        if entry.dist is not None and _norm(entry.dist.name) == _norm(dist):
+    for entry in _entry_points():
+        if entry.name == name and entry.dist is not None and _norm(entry.dist.name) == _norm(dist):
             return entry.load()
-    known = sorted(f"{_norm(e.dist.name) if e.dist else '?'}:{e.name}"
-                   for e in metadata.entry_points(group=GROUP))
+    known = sorted(f"{_norm(e.dist.name) if e.dist else '?'}:{e.name}" for e in _entry_points())
     raise RecipeError(f"unknown recipe {spec!r}; installed recipes: {', '.join(known)}")
 
 
@@ -45,14 +52,20 @@ def _norm(name):
     return name.lower().replace("_", "-")
 
 
-def computed_option(section, recipe, option, get):
-    """Profile hook: options a recipe derives from the others (see Recipe.computed)."""
+def computed_option(section, recipe, option, get, effects=False):
+    """Profile hook: options a recipe derives from the others (see Recipe.computed).
+    One that needs an effect (``Recipe.effectful``) is a stable placeholder in a
+    pure expansion: a digest or a plan never writes anything."""
     try:
         cls = find(recipe)
     except RecipeError:
         return None
     derive = getattr(cls, "computed", {}).get(option)
-    return derive(get) if derive else None
+    if derive is None:
+        return None
+    if option in getattr(cls, "effectful", ()) and not effects:
+        return f"<{option} of [{section}], made when it is built>"
+    return derive(get)
 
 
 @dataclass
@@ -76,6 +89,12 @@ class Context:
 
         raw = self.slap_configuration().get("parameters")
         return json.loads(raw) if raw else {}
+
+    def slap_parameter(self):
+        """The [slap-parameter] section (defaults, with the request's values over them)."""
+        if self.profile is None or not self.profile.has_section("slap-parameter"):
+            return {}
+        return self.profile.section("slap-parameter")
 
     def shared_instances(self):
         import json
@@ -196,29 +215,79 @@ def file_digest(path, algorithm="sha256"):
     return digest.hexdigest()
 
 
+def _archive_path(name):
+    """A member's path inside the archive, normalised; None when it would leave it."""
+    if name.startswith("/") or "\\" in name:
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None
+    return "/".join(parts)
+
+
+def _link_target(member_name, target):
+    """Where a symbolic link member points, inside the archive; None if outside."""
+    if target.startswith("/"):
+        return None
+    parts = member_name.split("/")[:-1]
+    for piece in target.split("/"):
+        if piece in ("", "."):
+            continue
+        if piece == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(piece)
+    return "/".join(parts)
+
+
 def safe_extract(tar, destination, skip=()):
-    """Extract a tarfile, refusing members that would land outside ``destination``
-    (absolute paths, '..', hard links out), devices and FIFOs; setuid bits cleared.
-    (Python 3.11.2 on Debian 12 has no ``extractall(filter=...)`` yet.)"""
+    """Extract a tarfile member by member (also from a stream), refusing anything that
+    would write outside ``destination``: absolute paths and '..'; symbolic links
+    pointing outside it; any member whose path goes through a symbolic link (one
+    from the archive or one already on disk); hard links to outside or through a
+    link; devices and FIFOs. Setuid and setgid bits are cleared. (Python 3.11.2 on
+    Debian 12 has no ``extractall(filter=...)`` yet.)"""
     root = os.path.realpath(destination)
-    members = []
-    for member in tar.getmembers():
-        name = member.name.lstrip("./") if member.name not in (".", "./") else ""
+    links = set()
+
+    def through_link(path):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            ancestor = "/".join(parts[:i])
+            if ancestor in links or os.path.islink(os.path.join(root, ancestor)):
+                return True
+        return False
+
+    for member in tar:
+        name = _archive_path(member.name)
+        if name is None:
+            raise RecipeError(f"unsafe path {member.name!r} in the archive")
         if not name or name in skip:
             continue
-        target = os.path.realpath(os.path.join(root, member.name))
-        if os.path.isabs(member.name) or ".." in Path(member.name).parts or \
-                not (target == root or target.startswith(root + os.sep)):
-            raise RecipeError(f"unsafe path {member.name!r} in the archive")
         if member.isdev() or member.isfifo():
             raise RecipeError(f"device or FIFO {member.name!r} in the archive")
-        if member.islnk():
-            link = os.path.realpath(os.path.join(root, member.linkname))
-            if not link.startswith(root + os.sep):
-                raise RecipeError(f"hard link {member.name!r} points outside the archive")
+        if through_link(name):
+            raise RecipeError(f"{member.name!r} in the archive goes through a symbolic link")
+        if member.issym():
+            if _link_target(name, member.linkname) is None:
+                raise RecipeError(f"symbolic link {member.name!r} points outside the archive "
+                                  f"({member.linkname!r})")
+            links.add(name)
+        elif member.islnk():
+            target = _archive_path(member.linkname)
+            if not target or through_link(target) or target in links:
+                raise RecipeError(f"hard link {member.name!r} points outside the archive "
+                                  "or through a symbolic link")
+            member.linkname = target
+        member.name = name
         member.mode &= 0o1777           # no setuid/setgid
-        members.append(member)
-    tar.extractall(destination, members=members)
+        path = os.path.join(root, name)
+        if os.path.islink(path) or (os.path.lexists(path) and not member.isdir()
+                                    and not os.path.isdir(path)):
+            os.unlink(path)             # never write through what is already there
+        tar.extract(member, root, set_attrs=not member.issym())
 
 
 def as_bool(text, default=False):
@@ -241,6 +310,8 @@ class Recipe:
     """
 
     computed = {}       # option -> function(get) for options derived from others
+    effectful = frozenset()     # computed options that act (write a file): only in builds
+    given = frozenset()         # options whose value carries text the agent gave
 
     def __init__(self, context, name, options):
         self.context = context

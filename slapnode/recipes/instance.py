@@ -160,6 +160,7 @@ class Password(Recipe):
         "_partition-root": lambda get: _partition_root(get),
         "passwd": _password,
     }
+    effectful = frozenset({"passwd"})
 
     def install(self):
         path = Path(self.options.get("storage-path") or

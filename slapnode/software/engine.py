@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .. import recipes
+from .. import recipes, safefs
 from ..profile import expand, parser
 
 COMPLETED = ".completed"
@@ -32,7 +32,7 @@ def fetch_url(url):
     return response.content
 
 
-def load_profile(url, directory, download_cache, overrides=None):
+def load_profile(url, directory, download_cache, overrides=None, effects=False, trusted=()):
     raw = parser.load(url, fetch=fetch_url)
     directory = Path(directory)
     builtins = {"buildout": {
@@ -43,14 +43,19 @@ def load_profile(url, directory, download_cache, overrides=None):
         "software-url": url,
     }}
     return expand.Profile(raw, builtins=builtins, computed=recipes.computed_option,
-                          overrides=overrides)
+                          overrides=overrides, effects=effects, trusted=trusted)
 
 
 def completed_digest(directory):
+    """The digest a finished build left in ``directory``, or None. Read without
+    following a link, at most 256 bytes (root reads it in the software user's
+    directory)."""
+    directory = Path(directory)
     try:
-        return (Path(directory) / COMPLETED).read_text().strip()
+        data = safefs.read_file(directory.parent, f"{directory.name}/{COMPLETED}", 256)
     except OSError:
         return None
+    return data.decode("ascii", "replace").strip() or None
 
 
 def _options_hash(name, options):
@@ -77,14 +82,17 @@ def _save_installed(path, installed):
     os.replace(tmp, path)
 
 
-def build(url, directory, download_cache=None, log=None, offline=False, overrides=None):
+def build(url, directory, download_cache=None, log=None, offline=False, overrides=None,
+          trusted=()):
     """Build the profile at ``url`` into ``directory`` (a release's directory, or a
-    partition for an instance profile). Returns (digest, built: bool)."""
+    partition for an instance profile). ``overrides``/``trusted``: see
+    ``expand.Profile``. Returns (digest, built: bool)."""
     directory = Path(directory)
     download_cache = Path(download_cache or directory.parent / DOWNLOAD_CACHE)
-    profile = load_profile(url, directory, download_cache, overrides)
+    profile = load_profile(url, directory, download_cache, overrides, effects=True,
+                           trusted=trusted)
+    digest = profile.digest()               # pure: expanding for a digest writes nothing
     parts = profile.parts()                 # everything expanded (and checked) first
-    digest = profile.digest()
     if completed_digest(directory) == digest:
         return digest, False
     directory.mkdir(parents=True, exist_ok=True)
@@ -109,6 +117,7 @@ def build(url, directory, download_cache=None, log=None, offline=False, override
         for name, options in parts:
             recipe_class = recipes.find(options["recipe"].strip())
             recipe = recipe_class(context, name, options)
+            recipe.given = frozenset(profile.given_options(name))
             digest_of_part = _options_hash(name, options)
             record = installed.get(name)
             if record and record.get("hash") == digest_of_part:

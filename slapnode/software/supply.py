@@ -15,14 +15,12 @@ import json
 import os
 import platform
 import pwd
-import shutil
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import machine
+from .. import machine, safefs
 from ..errors import MasterError, SlapnodeError
 from . import engine, software_dir, worker
 
@@ -62,7 +60,8 @@ def plan(doc):
 
 
 class Backoff:
-    """Failed builds wait before the next try: 30 s, 60 s, … up to an hour."""
+    """Failed builds wait before the next try: 30 s, 60 s, … up to an hour. The
+    one-line reason of the last failure is kept, for the instances that wait."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -75,11 +74,19 @@ class Backoff:
         entry = self.state.get(url)
         return bool(entry) and (now or time.time()) < entry["next"]
 
-    def failed(self, url, now=None):
+    def failure(self, url):
+        """(reason, time of the next try) of a release whose last build failed, or None."""
+        entry = self.state.get(url)
+        if not entry:
+            return None
+        return entry.get("reason") or "the build failed", entry["next"]
+
+    def failed(self, url, reason="", now=None):
         entry = self.state.get(url, {"failures": 0})
         failures = entry["failures"] + 1
         delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
-        self.state[url] = {"failures": failures, "next": (now or time.time()) + delay}
+        self.state[url] = {"failures": failures, "next": (now or time.time()) + delay,
+                           "reason": reason[:500]}
 
     def succeeded(self, url):
         self.state.pop(url, None)
@@ -89,16 +96,6 @@ class Backoff:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.path)
-
-
-def _tail(path):
-    try:
-        with open(path, "rb") as stream:
-            stream.seek(0, os.SEEK_END)
-            stream.seek(max(0, stream.tell() - LOG_TAIL))
-            return stream.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class SoftwareUser:
@@ -112,12 +109,40 @@ class SoftwareUser:
                                 "`slapnode node format` first") from None
         self.name, self.uid, self.gid, self.home = name, entry.pw_uid, entry.pw_gid, entry.pw_dir
 
-    def run(self, *args):
-        return worker.run_as(self.uid, self.gid, self.home, args)
+    def run(self, *args, **streams):
+        return worker.run_as(self.uid, self.gid, self.home, args, **streams)
 
-    def own(self, path):
-        if os.geteuid() == 0:
-            os.chown(path, self.uid, self.gid)
+    def make_dirs(self, software_root, *names):
+        """``software_root/<name>`` for each name, the software user's, made through
+        descriptors (a link the software user left there is refused, not followed)."""
+        owner = (self.uid, self.gid) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+        Path(software_root).mkdir(parents=True, exist_ok=True)
+        with safefs.opened_dir(software_root) as fd:
+            for name in names:
+                safefs.make_dir_at(fd, name, *owner, 0o755)
+
+    def digests(self, software_root, cache, urls):
+        """{url: digest | SlapnodeError}: each profile expanded by the software user."""
+        if not urls:
+            return {}
+        result = self.run("digests", software_root, cache, *urls)
+        if result.returncode != 0 or result.truncated:
+            raise SlapnodeError(f"cannot expand the profiles: {result.last_error_line()}")
+        try:
+            answer = json.loads(result.stdout)
+        except ValueError:
+            raise SlapnodeError("cannot expand the profiles: the worker's answer is not JSON") from None
+        return {url: (SlapnodeError(str(entry.get("error"))[:1000]) if "error" in entry
+                      else str(entry.get("digest"))[:64])
+                for url, entry in answer.items() if url in urls and isinstance(entry, dict)}
+
+
+def _private_tmp(config):
+    """A directory only root reads: downloaded archives wait here."""
+    path = Path(config.state_dir) / "tmp"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
 
 
 class SoftwarePass:
@@ -130,45 +155,56 @@ class SoftwarePass:
         self.root = Path(config.software_root)
         self.cache_dir = self.root / engine.DOWNLOAD_CACHE
         self.backoff = Backoff(Path(config.state_dir) / "software-backoff.json")
+        self.said = {}
+
+    def failure(self, url):
+        return self.backoff.failure(url)
 
     # -- one release ------------------------------------------------------------------
-    def ensure(self, url, trusted=False, force=False):
+    def ensure(self, url, trusted=False, force=False, digest=None):
+        """Make the release at ``url`` available. ``digest``: its expanded profile's
+        digest (or the SlapnodeError its expansion raised), computed by the software
+        user; computed here when not given."""
         directory = software_dir(self.root, url)
         started = time.monotonic()
-        try:
-            profile = engine.load_profile(url, directory, self.cache_dir)
-            digest = profile.digest()           # refuses a profile that does not parse
-        except SlapnodeError as exc:
-            return Result(url, "error", "profile", time.monotonic() - started, str(exc))
-        if engine.completed_digest(directory) == digest:
-            return Result(url, "available", "up to date", time.monotonic() - started)
         if not force and self.backoff.waiting(url):
             return Result(url, "waiting", "backoff", 0.0)
+        try:
+            user = SoftwareUser(self.config.software_user)
+            user.make_dirs(self.root, engine.DOWNLOAD_CACHE, directory.name)
+            if digest is None:
+                digest = user.digests(self.root, self.cache_dir, [url]).get(url)
+            if isinstance(digest, SlapnodeError) or digest is None:
+                raise digest or SlapnodeError("the profile could not be expanded")
+        except (SlapnodeError, OSError) as exc:
+            self.backoff.failed(url, str(exc))
+            return Result(url, "error", "profile", time.monotonic() - started, str(exc))
+        if engine.completed_digest(directory) == digest:
+            self.backoff.succeeded(url)
+            return Result(url, "available", "up to date", time.monotonic() - started)
         self._report(url, "building")
-        user = SoftwareUser(self.config.software_user)
-        self._prepare(directory, user)
         key = cache_key(url, digest, self.root)
         how = "cache" if self._from_cache(key, directory, digest, user) else "built"
         if how == "built":
             self.say(f"building {url}")
             args = ["build", url, directory, self.cache_dir] + (["--offline"] if self.offline else [])
-            result = user.run(*args)
+            try:
+                result = user.run(*args)
+            except SlapnodeError as exc:
+                self.backoff.failed(url, str(exc))
+                return Result(url, "error", str(exc), time.monotonic() - started, str(exc))
             if result.returncode != 0:
-                self.backoff.failed(url)
-                reason = (result.stderr.strip().splitlines() or ["build failed"])[-1]
-                tail = _tail(directory / engine.LOG) or result.stderr[-LOG_TAIL:]
+                reason = result.last_error_line("build failed")
+                self.backoff.failed(url, reason)
+                tail = self._log_tail(directory) or result.stderr.decode("utf-8", "replace")[-LOG_TAIL:]
                 return Result(url, "error", reason, time.monotonic() - started, tail)
             if trusted:
-                self._upload(key, url, directory, digest)
+                self._upload(key, url, directory, digest, user)
         self.backoff.succeeded(url)
-        return Result(url, "available", how, time.monotonic() - started,
-                      _tail(directory / engine.LOG))
+        return Result(url, "available", how, time.monotonic() - started, self._log_tail(directory))
 
-    def _prepare(self, directory, user):
-        for path in (self.root, self.cache_dir, directory):
-            Path(path).mkdir(parents=True, exist_ok=True)
-        for path in (self.cache_dir, directory):
-            user.own(path)
+    def _log_tail(self, directory):
+        return safefs.read_tail(self.root, f"{directory.name}/{engine.LOG}", LOG_TAIL)
 
     def _from_cache(self, key, directory, digest, user):
         if self.client is None:
@@ -179,31 +215,36 @@ class SoftwarePass:
             return False
         if entry is None:
             return False
-        fd, archive = tempfile.mkstemp(dir=self.cache_dir, prefix=".cache-", suffix=".tar.gz")
+        fd, archive = tempfile.mkstemp(dir=_private_tmp(self.config), prefix="cache-",
+                                       suffix=".tar.gz")
         os.close(fd)
         try:
             self.client.cache_download(key, archive)
             if engine_digest(archive) != entry["digest"]:
                 self.say(f"cache archive for {key[:12]} does not match its digest: building instead")
                 return False
-            user.own(archive)
-            result = user.run("unpack", archive, directory, digest)
+            with open(archive, "rb") as stream:       # the software user reads it on a pipe
+                result = user.run("unpack", "-", directory, digest, stdin=stream)
+            if result.returncode != 0:
+                self.say(f"cache archive for {key[:12]} refused ({result.last_error_line()}): "
+                         "building instead")
             return result.returncode == 0
         except MasterError:
             return False
         finally:
             os.unlink(archive)
 
-    def _upload(self, key, url, directory, digest):
+    def _upload(self, key, url, directory, digest, user):
         if self.client is None:
             return
-        fd, archive = tempfile.mkstemp(prefix=".upload-", suffix=".tar.gz")
-        os.close(fd)
+        fd, archive = tempfile.mkstemp(dir=_private_tmp(self.config), prefix="upload-",
+                                       suffix=".tar.gz")
         try:
-            with tarfile.open(archive, "w:gz", compresslevel=3) as tar:
-                for entry in sorted(Path(directory).iterdir()):
-                    if entry.name not in (engine.LOG,):
-                        tar.add(entry, arcname=entry.name)
+            with os.fdopen(fd, "wb") as out:    # packed by the software user, on a pipe
+                result = user.run("pack", directory, stdout=out)
+            if result.returncode != 0:
+                self.say(f"binary cache upload skipped: {result.last_error_line()}")
+                return
             self.client.cache_upload(key, archive, engine_digest(archive), url, platform_id())
             self.say(f"uploaded {url} to the binary cache")
         except MasterError as exc:
@@ -213,8 +254,8 @@ class SoftwarePass:
 
     def remove(self, url):
         directory = software_dir(self.root, url)
-        if directory.exists():
-            shutil.rmtree(directory)
+        if self.root.is_dir():
+            safefs.remove_tree(self.root, directory.name)
         self.backoff.succeeded(url)
         return Result(url, "destroyed", "removed")
 
@@ -227,20 +268,37 @@ class SoftwarePass:
         except MasterError:
             pass        # the next pass reports again
 
+    def _digests(self, urls, force):
+        """Digests of the releases that may be tried now, in one worker run."""
+        ready = [u for u in urls if force or not self.backoff.waiting(u)]
+        if not ready:
+            return {}
+        try:
+            user = SoftwareUser(self.config.software_user)
+            user.make_dirs(self.root, engine.DOWNLOAD_CACHE)
+            return user.digests(self.root, self.cache_dir, ready)
+        except (SlapnodeError, OSError) as exc:
+            return {url: SlapnodeError(str(exc)) for url in ready}
+
     def run(self, doc, force=False):
         to_build, to_remove = plan(doc)
         trusted = bool(doc.get("trusted_builder"))
         known = {s["url"]: s.get("status") for s in doc.get("software", [])}
+        digests = self._digests(to_build, force)
         results = []
         with concurrent.futures.ThreadPoolExecutor(max(1, self.parallel)) as pool:
-            futures = [pool.submit(self.ensure, url, trusted, force) for url in to_build]
+            futures = [pool.submit(self.ensure, url, trusted, force, digests.get(url))
+                       for url in to_build]
             for future in concurrent.futures.as_completed(futures):
                 result = future.result()
                 results.append(result)
                 if result.status in ("available", "error") and \
                         (result.how != "up to date" or known.get(result.url) != result.status):
                     self._report(result.url, result.status, result.log_tail)
-                self.say(f"{result.url}: {result.status} ({result.how}, {result.seconds:.2f} s)")
+                line = f"{result.url}: {result.status} ({result.how})"
+                if self.said.get(result.url) != line:       # only news is said
+                    self.say(f"{line} [{result.seconds:.2f} s]")
+                self.said[result.url] = line
         for url in to_remove:
             result = self.remove(url)
             results.append(result)
