@@ -12,6 +12,7 @@ LOCKED``) so that concurrent requests take different partitions at once.
 
 from sqlalchemy import select, update
 
+from .limits import MAX_INT
 from .models import Computer, Partition, Supply
 
 # key -> description. filter_clauses() turns a parsed filter into SQL.
@@ -43,12 +44,12 @@ def parse_filter(raw):
                 number = int(value)
             except ValueError:
                 raise FilterError(f"node filter {key}={value!r}: expected a whole number") from None
-            if number < 0:
-                raise FilterError(f"node filter {key}={value!r}: must not be negative")
+            if not 0 <= number <= MAX_INT:
+                raise FilterError(f"node filter {key}={value!r}: must be between 0 and {MAX_INT}")
             result[key] = number
         else:
-            if not value:
-                raise FilterError(f"node filter {key!r} is empty")
+            if not value or len(value) > 128:
+                raise FilterError(f"node filter {key!r} must be 1-128 characters")
             result[key] = value
     return result
 

@@ -8,6 +8,7 @@ line"}`` with a 4xx for the caller's mistakes; the OpenAPI document is at
 
 import asyncio
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slapnode import __version__
 
+from . import limits
 from .api import cache, catalog, computers, instances, node, users
+from .api.deps import SafeJSONResponse
 from .errors import ApiError
 from .users import NodeCredentials, UserTokens
 
@@ -31,9 +34,64 @@ API = "/api/v1"
 def _one_line_validation(exc):
     parts = []
     for error in exc.errors()[:5]:
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "")
+            parts.append(f"body: not valid JSON{' (' + str(reason) + ')' if reason else ''}")
+            continue
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
+
+
+class BodyLimit:
+    """Refuse request bodies over their cap with 413, counting what arrives (a
+    Content-Length may lie or be absent). Binary cache uploads have their own cap."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @staticmethod
+    def cap(path):
+        if path.startswith(f"{API}/node/cache/"):
+            return None
+        return limits.MAX_REPORT_BODY if path == f"{API}/node/report" else limits.MAX_BODY
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        cap = self.cap(scope["path"])
+        if cap is None:
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            return await self._refuse(send, cap)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    raise _TooLarge()
+            return message
+        try:
+            return await self.app(scope, counted, send)
+        except _TooLarge:
+            return await self._refuse(send, cap)
+
+    @staticmethod
+    async def _refuse(send, cap):
+        body = json.dumps({"detail": f"request body larger than {cap // 1024} KiB; "
+                                     "keep large data out of parameters and reports"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def create_app(master):
@@ -45,7 +103,8 @@ def create_app(master):
         master.dispose()
 
     app = FastAPI(title="slapnode master", version=__version__, lifespan=lifespan,
-                  openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None)
+                  openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,
+                  default_response_class=SafeJSONResponse)
     app.state.master = master
     app.state.nodes = NodeCredentials()
     app.state.user_tokens = UserTokens()
@@ -88,4 +147,5 @@ def create_app(master):
     if master.releases_dir and Path(master.releases_dir).is_dir():
         app.mount("/software-releases", StaticFiles(directory=master.releases_dir),
                   name="software-releases")
+    app.add_middleware(BodyLimit)
     return app

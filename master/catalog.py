@@ -6,13 +6,21 @@ against a release's JSON Schema, naming each bad field.
 """
 
 import re
+import time
 from decimal import Decimal, InvalidOperation
 
 import jsonschema
+import regex
+import referencing
 from sqlalchemy import or_, select
 
+from . import limits
 from .errors import BadRequest, Conflict, Invalid, NotFound
 from .models import SoftwareRelease
+
+PATTERN_TIMEOUT = 0.05          # seconds one pattern may take on one value
+VALIDATION_BUDGET = 1.0         # seconds all of a request's patterns may take together
+REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 URL_RE = re.compile(r"^(https?://[^\s/]+/\S*|file:///\S+|/\S+)$")
 
@@ -33,16 +41,51 @@ def parse_price(text):
     return int(cents)
 
 
+def _walk(node, path="#"):
+    """(path, key, value) for every keyword of a schema, nested ones included."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path, key, value
+            yield from _walk(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, f"{path}/{index}")
+
+
 def check_schema(schema):
+    """Refuse a schema that could not be checked safely: invalid JSON Schema, a
+    reference to anything but the schema itself (the master never fetches one),
+    a pattern the regular expression engine cannot compile, or patterns where
+    the checker could not bound their time."""
     if schema is None:
         return
     if not isinstance(schema, dict):
         raise BadRequest("the parameter schema must be a JSON object")
+    if limits.non_finite(schema):
+        raise BadRequest("the parameter schema holds NaN or Infinity")
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise BadRequest(f"the parameter schema is not valid JSON Schema: {exc.message}") from None
+    for path, key, value in _walk(schema):
+        if key in REF_KEYWORDS and (not isinstance(value, str) or not value.startswith("#")):
+            raise BadRequest(f"the parameter schema refers to {value!r} at {path}: only references "
+                             "inside the schema (#/$defs/...) are allowed; the master never "
+                             "fetches one: put the definition under $defs")
+        patterns = [value] if key == "pattern" and isinstance(value, str) else \
+            list(value) if key == "patternProperties" and isinstance(value, dict) else []
+        for pattern in patterns:
+            try:
+                regex.compile(pattern)
+            except regex.error as exc:
+                raise BadRequest(f"the parameter schema's pattern {pattern!r} at {path} does not "
+                                 f"compile: {exc}") from None
+        if key == "unevaluatedProperties" and isinstance(value, (dict, bool)) and \
+                any(k == "patternProperties" for _, k, _ in _walk(schema)):
+            raise BadRequest("the parameter schema combines unevaluatedProperties with "
+                             "patternProperties, whose time the master cannot bound; use "
+                             "additionalProperties instead")
 
 
 def add(session, url, title, description="", price="0", schema=None):
@@ -52,6 +95,11 @@ def add(session, url, title, description="", price="0", schema=None):
         raise BadRequest(f"software URL {url!r} must be http(s)://..., file:///... or an absolute path")
     if not title:
         raise BadRequest("a software release needs a non-empty --title")
+    bad = limits.bad_character(title) or limits.bad_character(
+        (description or "").replace("\n", " ").replace("\t", " "))
+    if bad is not None:
+        raise BadRequest(f"the title and description must be printable text; found "
+                         f"{limits.describe(bad)}")
     check_schema(schema)
     clash = session.scalars(select(SoftwareRelease).where(
         or_(SoftwareRelease.url == url, SoftwareRelease.title == title,
@@ -120,14 +168,86 @@ def _coerced(params, schema):
     return result
 
 
+class _Budget:
+    """Time left for the patterns of one validation."""
+
+    def __init__(self, seconds):
+        self.deadline = time.monotonic() + seconds
+
+    def search(self, pattern, text):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _TooSlow(pattern)
+        try:
+            return regex.search(pattern, text, timeout=min(PATTERN_TIMEOUT, left)) is not None
+        except TimeoutError:
+            raise _TooSlow(pattern) from None
+
+
+class _TooSlow(Exception):
+    def __init__(self, pattern):
+        super().__init__(pattern)
+        self.pattern = pattern
+
+
+def _bounded_validator(cls, budget):
+    """The schema's validator class, with every regular expression it runs
+    bounded in time (the ``regex`` engine with a timeout, not ``re``)."""
+    from jsonschema import ValidationError
+    from jsonschema._utils import extras_msg
+
+    def pattern(validator, patrn, instance, schema):
+        if validator.is_type(instance, "string") and not budget.search(patrn, instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def pattern_properties(validator, patterns, instance, schema):
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for key, value in instance.items():
+                if budget.search(patrn, key):
+                    yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+
+    def additional_properties(validator, aP, instance, schema):
+        if not validator.is_type(instance, "object"):
+            return
+        properties = schema.get("properties", {})
+        patterns = list(schema.get("patternProperties", {}))
+        extras = [k for k in instance if k not in properties
+                  and not any(budget.search(p, k) for p in patterns)]
+        if validator.is_type(aP, "object"):
+            for extra in extras:
+                yield from validator.descend(instance[extra], aP, path=extra)
+        elif not aP and extras:
+            yield ValidationError("Additional properties are not allowed (%s %s unexpected)"
+                                  % extras_msg(sorted(extras, key=str)))
+
+    return jsonschema.validators.extend(cls, {"pattern": pattern,
+                                              "patternProperties": pattern_properties,
+                                              "additionalProperties": additional_properties})
+
+
+def _no_retrieval(uri):
+    raise referencing.exceptions.NoSuchResource(ref=uri)
+
+
 def validate_parameters(release, params):
-    """Check ``params`` against the release's schema; name every bad field."""
+    """Check ``params`` against the release's schema; name every bad field. Never
+    fetches anything; its patterns together take at most VALIDATION_BUDGET seconds."""
     schema = release.parameter_schema
     if not schema:
         return
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    validator = cls(schema)
-    errors = sorted(validator.iter_errors(_coerced(params, schema)), key=lambda e: list(e.path))
+    base = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    cls = _bounded_validator(base, _Budget(VALIDATION_BUDGET))
+    validator = cls(schema, registry=referencing.Registry(retrieve=_no_retrieval))
+    try:
+        errors = sorted(validator.iter_errors(_coerced(params, schema)), key=lambda e: list(e.path))
+    except _TooSlow as exc:
+        raise Invalid(f"parameters refused by {release.title!r}: checking them against the "
+                      f"pattern {exc.pattern!r} takes too long; shorten the value") from None
+    except referencing.exceptions.Unresolvable as exc:
+        raise Invalid(f"the schema of {release.title!r} refers to {exc.ref!r}, which the "
+                      "master does not fetch; ask the admin to fix the schema") from None
     if not errors:
         return
     parts = []

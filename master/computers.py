@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from slapnode.states import DESTROYED, InstanceStatus, SupplyStatus
 
-from . import auth, catalog, instances
+from . import auth, catalog, instances, limits
 from .core import touch_computer, touch_instance
 from .errors import BadRequest, Conflict, NotFound, Unauthorized
 from .models import Computer, EnrollmentToken, Instance, Partition, Supply, iso, utcnow
@@ -172,7 +172,7 @@ def desired_state(session, computer):
                 "id": item.id, "title": item.title, "state": item.requested_state,
                 "parameters": item.parameters,
             })
-    return {
+    return limits.finite({
         "computer": computer.name,
         "revision": computer.revision,
         "trusted_builder": computer.trusted_builder,
@@ -192,7 +192,7 @@ def desired_state(session, computer):
             }
             for p in partitions
         ],
-    }
+    })
 
 
 def apply_report(session, computer, report):
@@ -243,8 +243,14 @@ def _instance_report(session, instance, item):
     if status is not None:
         instance.status = status
         instance.status_reason = item.get("reason") or ""
-    if item.get("connection") is not None:
-        instance.connection = item["connection"]
+    connection = item.get("connection")
+    if connection is not None and limits.json_size(connection) > limits.MAX_CONNECTION:
+        connection = {}
+        instance.status = InstanceStatus.ERROR
+        instance.status_reason = (f"the instance published more than {limits.MAX_CONNECTION // 1024} "
+                                  "KiB of connection parameters; they were not kept")
+    if connection is not None:
+        instance.connection = connection
     if item.get("promises") is not None:
         instance.promises = item["promises"]
     if item.get("usage") is not None:

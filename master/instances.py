@@ -13,19 +13,53 @@ from sqlalchemy import select
 
 from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
 
-from . import allocation, catalog
+from . import allocation, catalog, limits
 from .core import touch_computer, touch_instance
-from .errors import BadRequest, Conflict, Invalid, NotFound
-from .models import Computer, Instance, Partition, Supply, iso, utcnow
+from .errors import ApiError, BadRequest, Conflict, Invalid, NotFound
+from .models import Computer, Instance, Partition, Supply, User, iso, utcnow
 
-TITLE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 TYPE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+EVERYONE = "*"
+MAX_HOST_CANDIDATES = 200
 
 
 def check_title(title):
-    if not TITLE_RE.match(title or "") or title != title.strip():
-        raise BadRequest(f"instance title {title!r} must be 1-128 printable characters, "
+    if not title or len(title) > 128 or title != title.strip():
+        raise BadRequest(f"instance title {title!r} must be 1-128 characters, "
                          "without leading or trailing spaces")
+    bad = limits.bad_character(title)
+    if bad is not None:
+        raise BadRequest(f"instance title {title!r} holds {limits.describe(bad)}; titles are "
+                         "printable text, without control or bidirectional-override characters")
+
+
+def check_parameters(parameters):
+    """Parameters are a JSON object of finite values, at most MAX_PARAMETERS bytes."""
+    if not isinstance(parameters, dict) or not all(isinstance(k, str) for k in parameters):
+        raise BadRequest("parameters must be an object with string keys")
+    where = limits.non_finite(parameters)
+    if where:
+        raise Invalid(f"parameter {where}: NaN and Infinity are not numbers; give a number or text")
+    size = limits.json_size(parameters)
+    if size > limits.MAX_PARAMETERS:
+        raise ApiError(f"parameters are {size} bytes, more than the {limits.MAX_PARAMETERS} "
+                       "allowed; keep large data out of parameters", status=413)
+
+
+def check_share_with(share_with, shared):
+    names = list(share_with or [])
+    if names and shared:
+        raise BadRequest("share_with is for host instances; a shared instance cannot be a host")
+    for name in names:
+        if name != EVERYONE and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", name):
+            raise BadRequest(f"share_with {name!r}: give user names, or '*' for everyone")
+    return sorted(set(names))
+
+
+def may_attach(host, requester):
+    """The host's owner decides who attaches: its owner always, others if it says so."""
+    allowed = host.share_with or []
+    return host.owner_id == requester.id or EVERYONE in allowed or requester.name in allowed
 
 
 def _ensure_supply(session, computer_id, url):
@@ -51,7 +85,8 @@ def _host_computer_id(session, instance):
 
 
 def _find_host(session, instance):
-    """A started, placed, non-shared instance of the same release and type."""
+    """The oldest placed, non-shared instance of the same release and type whose
+    owner lets the requester attach to it."""
     query = (select(Instance)
              .join(Partition, Partition.instance_id == Instance.id)
              .join(Computer, Partition.computer_id == Computer.id)
@@ -59,8 +94,12 @@ def _find_host(session, instance):
                     Instance.software_type == instance.software_type,
                     Instance.requested_state != DESTROYED,
                     *allocation.filter_clauses(instance.node_filter or {}))
-             .order_by(Instance.id).limit(1))
-    return session.scalars(query).first()
+             .order_by(Instance.id).limit(MAX_HOST_CANDIDATES))
+    requester = instance.owner or session.get(User, instance.owner_id)
+    for host in session.scalars(query):
+        if may_attach(host, requester):
+            return host
+    return None
 
 
 def place(session, instance, computer_id=None):
@@ -139,21 +178,39 @@ def free(session, instance, reason=""):
         place_pending(session, computer_id)
 
 
-def request(session, user, title, software, software_type="default", parameters=None,
-            shared=False, node=None, state="started"):
-    """Create or update the instance (user, title). Returns (instance, changed)."""
+def check_request(session, title, software, software_type="default", parameters=None,
+                  shared=False, node=None, state="started", share_with=()):
+    """Everything about a request that needs no write: its form, its parameters against
+    the release's schema (which may take time: never under the write lock).
+    Returns the release's URL, or None for a destroy."""
     check_title(title)
     if state not in REQUESTED_STATES:
         raise BadRequest(f"state {state!r} must be one of {', '.join(REQUESTED_STATES)}")
     if not TYPE_RE.match(software_type or ""):
         raise BadRequest(f"software type {software_type!r} must be 1-64 letters, digits, '_', '.' or '-'")
-    parameters = parameters or {}
-    if not isinstance(parameters, dict) or not all(isinstance(k, str) for k in parameters):
-        raise BadRequest("parameters must be an object with string keys")
+    check_parameters(parameters or {})
+    check_share_with(share_with, shared)
     try:
-        node_filter = allocation.parse_filter(node or {})
+        allocation.parse_filter(node or {})
     except allocation.FilterError as exc:
         raise Invalid(str(exc)) from None
+    if state == DESTROYED:
+        return None
+    release = catalog.require(session, software)
+    catalog.validate_parameters(release, parameters or {})
+    return release.url
+
+
+def request(session, user, title, software, software_type="default", parameters=None,
+            shared=False, node=None, state="started", share_with=(), checked=False):
+    """Create or update the instance (user, title). Returns (instance, changed).
+    ``checked``: ``check_request`` already passed (parameters are not checked again)."""
+    if not checked:
+        check_request(session, title, software, software_type, parameters, shared, node, state,
+                      share_with)
+    parameters = parameters or {}
+    share_with = check_share_with(share_with, shared)
+    node_filter = allocation.parse_filter(node or {})
 
     instance = session.scalars(select(Instance).where(
         Instance.owner_id == user.id, Instance.title == title)).first()
@@ -167,7 +224,6 @@ def request(session, user, title, software, software_type="default", parameters=
         return instance, _set_state(session, instance, DESTROYED)
 
     release = catalog.require(session, software)
-    catalog.validate_parameters(release, parameters)
 
     if not alive:
         if instance is None:
@@ -177,6 +233,7 @@ def request(session, user, title, software, software_type="default", parameters=
         instance.software_type = software_type
         instance.parameters = parameters
         instance.shared = bool(shared)
+        instance.share_with = share_with
         instance.node_filter = node_filter
         instance.requested_state = state
         instance.connection = {}
@@ -196,12 +253,30 @@ def request(session, user, title, software, software_type="default", parameters=
                or instance.parameters != parameters)
     if instance.node_filter != node_filter:
         instance.node_filter = node_filter      # applies to the next placement only
+    if (instance.share_with or []) != share_with:
+        instance.share_with = share_with
+        _detach_refused(session, instance)
+        if instance.partition is not None:
+            _attach_waiting_shared(session, instance)
     if changed:
         instance.sr_url = release.url
         instance.software_type = software_type
         instance.parameters = parameters
     state_changed = _set_state(session, instance, state, force=changed)
     return instance, changed or state_changed
+
+
+def _detach_refused(session, host):
+    """After a host changed who may attach: those no longer allowed wait again."""
+    for shared in session.scalars(select(Instance).where(Instance.host_instance_id == host.id)):
+        if not may_attach(host, shared.owner or session.get(User, shared.owner_id)):
+            shared.host_instance_id = None
+            shared.status = InstanceStatus.PENDING
+            shared.connection = {}
+            touch_instance(session, shared.id)
+            if host.partition is not None:
+                touch_computer(session, host.partition.computer_id)
+    session.flush()
 
 
 def _set_state(session, instance, state, force=False):
@@ -248,12 +323,17 @@ def list_for(session, user):
 
 
 def view(session, instance):
+    """What the instance's owner sees. Of a host owned by someone else, a shared
+    instance shows only what the host published for it: not the host's title,
+    node, partition or addresses."""
     partition = instance.partition
     host = None
     if instance.host_instance_id is not None:
         host = session.get(Instance, instance.host_instance_id)
         partition = host.partition if host is not None else None
-    return {
+        if host is not None and host.owner_id != instance.owner_id:
+            host, partition = None, None
+    return limits.finite({
         "title": instance.title,
         "software": instance.sr_url,
         "type": instance.software_type,
@@ -265,6 +345,7 @@ def view(session, instance):
         "ipv4": partition.ipv4 if partition is not None else None,
         "ipv6": partition.ipv6 if partition is not None else None,
         "shared": instance.shared,
+        "share_with": instance.share_with or [],
         "host": host.title if host is not None else None,
         "parameters": instance.parameters,
         "node_filter": instance.node_filter,
@@ -273,6 +354,6 @@ def view(session, instance):
         "usage": instance.usage or {},
         "created_at": iso(instance.created_at),
         "updated_at": iso(instance.updated_at),
-    }
+    })
 
 

@@ -165,6 +165,9 @@ class Instance(Base):
     software_type: Mapped[str] = mapped_column(String(64), default="default")
     parameters: Mapped[dict] = mapped_column(JSON, default=dict)
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A host's consent: who may attach shared instances to it. [] = its owner only,
+    # ["*"] = everyone, else these user names (and its owner).
+    share_with: Mapped[list] = mapped_column(JSON, default=list)
     node_filter: Mapped[dict] = mapped_column(JSON, default=dict)
     requested_state: Mapped[str] = mapped_column(String(16))
     host_instance_id: Mapped[int | None] = mapped_column(

@@ -46,14 +46,19 @@ def init(data_dir, url=None):
     migrations are idempotent and the saved admin token is reused.
     """
     data_dir = Path(data_dir)
+    made = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     url = dbmod.resolve_url(data_dir, url)
-    if url != dbmod.default_url(data_dir):
-        dbmod.save_url(data_dir, url)
-    master = Master(url)
+    try:
+        master = Master(url)
+    except Exception:
+        _forget(data_dir, made)
+        raise
     try:
         dbmod.migrate(master.db)
+        if url != dbmod.default_url(data_dir):      # only a database that works is remembered
+            dbmod.save_url(data_dir, url)
         token_file = data_dir / ADMIN_TOKEN_FILE
 
         def ensure_admin(session):
@@ -72,15 +77,54 @@ def init(data_dir, url=None):
 
         token = master.write(ensure_admin)
         _write_secret(token_file, token)
+    except Exception:
+        _forget(data_dir, made)
+        raise
     finally:
         master.dispose()
     return url, token
+
+
+def _forget(data_dir, made):
+    """A failed first init leaves no trace: the data directory it made goes (if empty)."""
+    if made:
+        try:
+            data_dir.rmdir()
+        except OSError:
+            pass
 
 
 def _raise_fd_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def listening_socket(host, port):
+    """The master's socket, bound before anything starts: a port in use is one
+    line that says what to do, not a server's traceback."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise SlapnodeError(f"{host}:{port} is already in use (another master?); stop it or "
+                                "pick another address with --listen HOST:PORT") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise SlapnodeError(f"{host} is not an address of this machine; fix --listen") from None
+        if exc.errno == errno.EACCES:
+            raise SlapnodeError(f"port {port} needs privileges; pick a port above 1023 with "
+                                "--listen") from None
+        raise SlapnodeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(8192)
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
@@ -98,10 +142,11 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
         master.dispose()
         raise not_initialised
     dbmod.migrate(master.db)    # a newer slapnode may bring migrations
+    sock = listening_socket(host, port)
     _raise_fd_limit()
     config = uvicorn.Config(create_app(master), host=host, port=port, log_level=log_level,
                             backlog=8192, timeout_keep_alive=150, access_log=False,
                             server_header=False,
                             # parked long-polls must not hold a shutdown for their full wait
                             timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])

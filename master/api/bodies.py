@@ -1,10 +1,15 @@
-"""Request bodies of the API (pydantic). Unknown fields are refused."""
+"""Request bodies of the API (pydantic). Unknown fields are refused; numbers are
+finite and integers fit the database (``limits``)."""
 
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from slapnode.states import REQUESTED_STATES, SUPPLY_REQUESTS, InstanceStatus, SupplyStatus
+
+from ..limits import MAX_INT
+
+ID = Field(ge=1, le=MAX_INT)
 
 
 def one_of(values):
@@ -13,7 +18,7 @@ def one_of(values):
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class UserCreate(Body):
@@ -49,7 +54,8 @@ class InstanceRequest(Body):
     type: str = Field(default="default", max_length=64)
     parameters: dict[str, Any] = Field(default_factory=dict)
     shared: bool = False
-    node: dict[str, str] = Field(default_factory=dict)
+    share_with: list[str] = Field(default_factory=list, max_length=1000)
+    node: dict[str, str] = Field(default_factory=dict, max_length=32)
     state: str = Field(default="started", pattern=one_of(REQUESTED_STATES))
 
 
@@ -59,8 +65,8 @@ class StateChange(Body):
 
 class Capacity(Body):
     cpus: int | None = Field(default=None, ge=0, le=1 << 20)
-    ram_mb: int | None = Field(default=None, ge=0, le=1 << 40)
-    disk_gb: int | None = Field(default=None, ge=0, le=1 << 40)
+    ram_mb: int | None = Field(default=None, ge=0, le=MAX_INT)
+    disk_gb: int | None = Field(default=None, ge=0, le=MAX_INT)
     arch: str | None = Field(default=None, max_length=32)
     distribution: str | None = Field(default=None, max_length=64)
 
@@ -97,16 +103,16 @@ class Promise(Body):
 
 class InstanceStatusReport(Body):
     partition: str = Field(max_length=64)
-    instance_id: int
+    instance_id: int = ID
     status: str | None = Field(default=None, pattern=one_of(InstanceStatus.REPORTABLE))
     reason: str | None = Field(default=None, max_length=4096)
     connection: dict[str, Any] | None = None
-    promises: list[Promise] | None = None
-    usage: dict[str, float] | None = None
+    promises: list[Promise] | None = Field(default=None, max_length=100)
+    usage: dict[str, float] | None = Field(default=None, max_length=16)
 
 
 class SharedStatusReport(Body):
-    instance_id: int
+    instance_id: int = ID
     status: str | None = Field(default=None, pattern=one_of(
         tuple(s for s in InstanceStatus.REPORTABLE if s != InstanceStatus.DESTROYED)))
     reason: str | None = Field(default=None, max_length=4096)

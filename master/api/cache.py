@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from ..errors import BadRequest, Forbidden, NotFound
 from ..models import CacheEntry, Computer
-from .deps import master_of, node_of
+from .deps import master_of, node_of, StrictRoute
 
-router = APIRouter(prefix="/node/cache", tags=["binary cache"])
+router = APIRouter(prefix="/node/cache", tags=["binary cache"], route_class=StrictRoute)
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARCHIVE = 8 << 30
 

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from .. import catalog, computers
 from ..models import Computer, SoftwareRelease, Supply
 from .bodies import SoftwareCreate, SupplyRequest
-from .deps import admin_in, master_of, user_in
+from .deps import admin_in, master_of, StrictRoute, user_in
 
-router = APIRouter(tags=["software"])
+router = APIRouter(tags=["software"], route_class=StrictRoute)
 
 
 @router.get("/software")

@@ -4,9 +4,9 @@ from fastapi import APIRouter, Request
 
 from .. import computers
 from .bodies import EnrollmentTokenCreate, TrustChange
-from .deps import admin_in, master_of, user_in
+from .deps import admin_in, master_of, StrictRoute, user_in
 
-router = APIRouter(tags=["computers"])
+router = APIRouter(tags=["computers"], route_class=StrictRoute)
 
 
 @router.get("/computers")

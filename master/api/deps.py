@@ -2,10 +2,45 @@
 long-poll waits that end when the caller goes away."""
 
 import asyncio
+import json
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
-from .. import auth, users
+from .. import auth, limits, users
+
+
+class StrictRequest(Request):
+    """A request whose JSON body may not hold NaN or Infinity (JSON has neither)."""
+
+    async def json(self):
+        if not hasattr(self, "_json"):
+            self._json = limits.strict_json(await self.body())
+        return self._json
+
+
+class StrictRoute(APIRoute):
+    """Every API route reads its body with StrictRequest."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def strict(request):
+            return await handler(StrictRequest(request.scope, request.receive))
+        return strict
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON out, always: a stored value JSON cannot carry is shown as text rather
+    than failing the whole answer (limits.finite)."""
+
+    def render(self, content):
+        try:
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                              separators=(",", ":")).encode("utf-8")
+        except ValueError:
+            return super().render(limits.finite(content))
 
 
 def master_of(request: Request):

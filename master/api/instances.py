@@ -4,16 +4,16 @@ import asyncio
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from slapnode.states import settled_for
 
 from .. import instances
 from ..core import instance_key
 from .bodies import InstanceRequest, StateChange
-from .deps import master_of, unless_disconnected, user_in, user_of
+from .deps import master_of, SafeJSONResponse, StrictRoute, unless_disconnected, user_in, user_of
 
-router = APIRouter(tags=["instances"])
+router = APIRouter(tags=["instances"], route_class=StrictRoute)
 
 MAX_WAIT = 300.0
 
@@ -21,13 +21,16 @@ MAX_WAIT = 300.0
 @router.post("/instances")
 def request_instance(body: InstanceRequest, request: Request):
     user = user_of(request)         # outside the write transaction: it is the hot path
+    master = master_of(request)
+    fields = (body.title, body.software, body.type, body.parameters, body.shared, body.node,
+              body.state, body.share_with)
+    with master.read() as session:  # the schema check takes no write lock
+        instances.check_request(session, *fields)
 
     def run(session):
-        instance, changed = instances.request(
-            session, user, body.title, body.software, body.type, body.parameters,
-            body.shared, body.node, body.state)
+        instance, changed = instances.request(session, user, *fields, checked=True)
         return {**instances.view(session, instance), "changed": changed}
-    return JSONResponse(master_of(request).write(run))
+    return SafeJSONResponse(master.write(run))
 
 
 @router.get("/instances")

@@ -7,15 +7,15 @@ and parks waiters on the revision board, holding no database connection.
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from .. import computers
 from ..core import computer_key
 from ..models import Computer
 from .bodies import Capacity, Enrollment, NodeReport, PartitionReport
-from .deps import master_of, node_of, unless_disconnected
+from .deps import master_of, node_of, SafeJSONResponse, StrictRoute, unless_disconnected
 
-router = APIRouter(prefix="/node", tags=["node"])
+router = APIRouter(prefix="/node", tags=["node"], route_class=StrictRoute)
 
 MAX_WAIT = 120.0
 
@@ -87,9 +87,9 @@ async def desired_state(request: Request, after: int | None = Query(None, ge=0),
             if current is None:         # the node went away
                 return Response(status_code=204)
         if current <= after:
-            return JSONResponse({"revision": current, "changed": False})
+            return SafeJSONResponse({"revision": current, "changed": False})
     doc = await run_in_threadpool(_document, master, node.computer_id)
-    return JSONResponse({**doc, "changed": True})
+    return SafeJSONResponse({**doc, "changed": True})
 
 
 @router.post("/report")

@@ -4,9 +4,9 @@ from fastapi import APIRouter, Request
 
 from .. import users
 from .bodies import UserCreate
-from .deps import admin_in, master_of, user_in
+from .deps import admin_in, master_of, StrictRoute, user_in
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=StrictRoute)
 
 
 @router.get("/me")
