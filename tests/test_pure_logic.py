@@ -16,8 +16,10 @@ def test_filter_keys_are_checked_and_numbers_parsed():
         allocation.parse_filter({"colour": "blue"})
     with pytest.raises(allocation.FilterError, match="whole number"):
         allocation.parse_filter({"min-cpus": "many"})
-    with pytest.raises(allocation.FilterError, match="negative"):
+    with pytest.raises(allocation.FilterError, match="between 0 and"):
         allocation.parse_filter({"min-cpus": "-1"})
+    with pytest.raises(allocation.FilterError, match="between 0 and"):
+        allocation.parse_filter({"min-ram-mb": str(2**63)})     # beyond an INTEGER column
 
 
 @pytest.mark.parametrize("text, cents", [("0", 0), ("4.99", 499), ("10", 1000), ("0.5", 50)])
