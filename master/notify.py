@@ -20,6 +20,7 @@ class RevisionBoard:
         self._events = {}
         self._lock = threading.Lock()
         self.loop = None
+        self.closing = False
 
     def attach(self, loop):
         self.loop = loop
@@ -46,6 +47,13 @@ class RevisionBoard:
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._wake, key)
 
+    def close(self):
+        """The master is stopping: every parked waiter answers now (unchanged),
+        instead of being cancelled mid-wait when the graceful shutdown runs out."""
+        self.closing = True
+        for key in list(self._events):
+            self._wake(key)
+
     def _wake(self, key):
         event = self._events.pop(key, None)
         if event is not None:
@@ -61,7 +69,7 @@ class RevisionBoard:
         while True:
             current = self._revisions.get(key, -1)
             remaining = deadline - loop.time()
-            if current > revision or remaining <= 0:
+            if current > revision or remaining <= 0 or self.closing:
                 return current
             event = self._events.get(key)
             if event is None:

@@ -127,8 +127,26 @@ def listening_socket(host, port):
     return sock
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn, answering parked long-polls before it waits for connections to end."""
+
+        def __init__(self, config, master):
+            super().__init__(config)
+            self.master = master
+
+        async def shutdown(self, sockets=None):
+            self.master.board.close()
+            await super().shutdown(sockets)
+    return Server
+
+
 def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
     import uvicorn
+
+    Server = _server_class()
 
     from .app import create_app
 
@@ -149,4 +167,4 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
                             server_header=False,
                             # parked long-polls must not hold a shutdown for their full wait
                             timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
+    Server(config, master).run(sockets=[sock])

@@ -143,6 +143,38 @@ def read_tail(anchor, relpath, size, uid=None):
         os.close(fd)
 
 
+def write_at(dir_fd, name, data, uid, gid, mode=0o644):
+    """Put ``data`` in ``name`` in ``dir_fd`` for uid:gid, atomically: a new file made
+    there (``O_EXCL | O_NOFOLLOW``), chowned through its descriptor, renamed over
+    ``name`` (which replaces a link itself, never what it points to). Unchanged
+    content is not written again."""
+    try:
+        if read_at(dir_fd, name, len(data) + 1, uid) == data:
+            return False
+    except OSError:
+        pass
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as stream:
+            stream.write(data)
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        os.close(fd)
+        fd = None
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    return True
+
+
 def list_files(dir_fd):
     """Names in ``dir_fd`` that are regular files (lstat, so links are left out)."""
     names = []

@@ -11,6 +11,8 @@ from sqlalchemy import create_engine, text
 
 from slapnode.errors import MasterError
 
+from slapnode.client import Client
+
 from .conftest import unique_name
 
 
@@ -444,3 +446,36 @@ def test_a_refused_change_leaves_the_instance_as_it_was(master, make_node):
     view = user.show_instance("i")
     assert view["parameters"] == {"port": "80"} and view["software"] == url
     assert node.desired()["revision"] == revision
+
+
+def test_a_master_stopping_answers_its_parked_long_polls_instead_of_failing_them(tmp_path):
+    """Regression: a parked long-poll was cancelled by the graceful shutdown and
+    answered 500 with a traceback in the master's log."""
+    from .conftest import start_master, stop_process
+
+    proc, url, admin = start_master(tmp_path / "m")
+    try:
+        client = Client(url, admin, retries=0)
+        token = client.create_enrollment_token("stopping")["token"]
+        node = Client(url, Client(url, retries=0).enroll(token)["credential"], retries=0)
+        revision = node.desired_state()["revision"]
+        result = {}
+
+        def poll():
+            try:
+                result["answer"] = node.desired_state(after=revision, wait=60)
+            except Exception as exc:            # a connection closed is fine, a 500 is not
+                result["error"] = exc
+
+        waiter = threading.Thread(target=poll)
+        waiter.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.terminate()
+        proc.wait(30)
+        waiter.join(30)
+        assert time.monotonic() - started < 5
+        assert result.get("answer", {}).get("changed") is False, result
+        assert "Traceback" not in (tmp_path / "m" / "serve.log").read_text()
+    finally:
+        stop_process(proc)

@@ -56,7 +56,8 @@ async def show_instance(request: Request, title: str,
     instance_id, view = await run_in_threadpool(_show, request, title)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    while not settled_for(view["state"], view["status"]) and loop.time() < deadline:
+    while not settled_for(view["state"], view["status"]) and loop.time() < deadline \
+            and not board.closing:
         seen = board.get(instance_key(instance_id)) or 0
         instance_id, view = await run_in_threadpool(_show, request, title)
         if settled_for(view["state"], view["status"]):

@@ -7,11 +7,11 @@ with ``isolation = user``, as the partition user; either way everything a
 partition's parameters or files can influence runs here, never in root's
 process or namespaces:
 
-* ``apply``: deploy the instance profile (recipes, templates), write the
-  partition's supervisord.conf, start supervisord if asked, reload its
-  programs, (re)start them, then watch programs and promises until the
-  instance settles or the wait is over; answer with what was seen and what
-  the instance published.
+* ``apply``: deploy the instance profile (recipes, templates), start
+  supervisord if asked (usually it started with the container, while the
+  profile deploys), reload its programs, (re)start them, then watch programs
+  and promises until the instance settles or the wait is over; answer with
+  what was seen and what the instance published.
 * ``promises``: run the declared promises (or the ones named) once.
 
 The answer is data for the agent, which checks it as it would anything a
@@ -68,32 +68,6 @@ def published(root):
     return own, shared
 
 
-def write_supervisor_conf(root, reference):
-    from . import supervisor
-
-    p = supervisor.paths(root)
-    text = supervisor.render(root, reference)
-    p["programs"].mkdir(parents=True, exist_ok=True)
-    try:
-        current = p["conf"].read_text()
-    except OSError:
-        current = None
-    if current != text:
-        tmp = p["conf"].with_name(".supervisord.conf.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p["conf"])
-
-
-def fresh(root):
-    """True when the partition has no services yet (a new instance)."""
-    from . import supervisor
-
-    try:
-        return not any(supervisor.paths(root)["programs"].glob("*.conf"))
-    except OSError:
-        return True
-
-
 def spawn_supervisord(root, python):
     """Start supervisord for this partition, detached (it outlives this process)."""
     import subprocess
@@ -138,7 +112,7 @@ def watch(root, requested, wait):
         status, _ = status_of(requested, programs, results, running)
         if status != "deploying" or time.monotonic() > deadline:
             return programs, running, results
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def instance_profile(sr_dir, software_type):
@@ -166,11 +140,7 @@ def apply(request):
         clock = now
 
     lap("start")
-    # A new instance: supervisord starts (with nothing to run yet) while the
-    # profile deploys, instead of after it.
-    early = bool(request.get("supervise")) and fresh(root) and not supervisor.alive(root)
-    if early:
-        write_supervisor_conf(root, request["reference"])
+    if request.get("supervise") and request.get("spawn"):
         spawn_supervisord(root, request.get("python") or sys.executable)
     if request.get("software"):
         from ..software import engine
@@ -191,12 +161,9 @@ def apply(request):
             return answer
         answer["digest"], answer["changed"] = digest, changed
         lap("deploy")
-    write_supervisor_conf(root, request["reference"])
     if request.get("supervise"):
         step = "starting supervisord"
         try:
-            if not early and not supervisor.alive(root):
-                spawn_supervisord(root, request.get("python") or sys.executable)
             wait_for_supervisord(root)
             step = "reloading the services"
             added, changed, _ = supervisor.reload(root)

@@ -33,6 +33,7 @@ from ..format.users import user_processes
 from . import supervisor
 
 INSIDE = [sys.executable, "-m", "slapnode.deploy.inside"]
+SUPERVISORD = [sys.executable, "-m", "supervisor.supervisord"]
 ANSWER_CAP = 2 << 20            # bytes of answer read from the partition side
 LOG_CAP = 1 << 20               # the container's own log is cut back beyond this
 
@@ -99,8 +100,19 @@ class UserIsolation:
     def __init__(self, config):
         self.config = config
 
-    def ensure_running(self, part):
-        """Nothing to start: code runs straight as the partition user."""
+    def ensure_running(self, part, services=False):
+        """With ``services``, the partition's supervisord (started if it does not
+        answer). True when supervisord runs or is starting."""
+        if not services:
+            return False
+        if supervisor.alive(part.root, uid=part.uid):
+            return True
+        proc.spawn_detached(SUPERVISORD + ["-c", str(supervisor.paths(part.root)["conf"])],
+                            user=part.uid, group=part.gid, extra_groups=[], cwd=part.root,
+                            env=proc.clean_env(part.root), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+        return True
 
     def run_inside(self, part, command, request, timeout):
         env = proc.clean_env(part.root)
@@ -124,7 +136,7 @@ def cgroup_v2():
 
 class LxcIsolation:
     name = "lxc"
-    HOLDER = ["/bin/sleep", "infinity"]    # the container's command; the real work enters it
+    HOLDER = ["/bin/sleep", "infinity"]    # the container's command when no service may run
 
     def __init__(self, config):
         self.config = config
@@ -191,10 +203,13 @@ class LxcIsolation:
                                 capture_output=True, text=True)
         return result.stdout.strip() == "RUNNING"
 
-    def ensure_running(self, part):
-        """The partition's container, started if it is not running."""
+    def ensure_running(self, part, services=False):
+        """The partition's container, started if it is not running: with its
+        supervisord as first process when ``services`` (the services start while
+        the deployment enters), else with a placeholder. True when supervisord
+        runs or is starting."""
         if self.running(part):
-            return
+            return supervisor.alive(part.root, uid=part.uid)
         state = self.state()
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = self.container(part)
@@ -210,9 +225,11 @@ class LxcIsolation:
         for kept in (log, state / f"{name}.out"):       # bounded: cut back at each start
             if kept.exists() and kept.stat().st_size > LOG_CAP:
                 kept.write_bytes(kept.read_bytes()[-LOG_CAP // 2:])
+        command = SUPERVISORD + ["-c", str(supervisor.paths(part.root)["conf"])] \
+            if services else self.HOLDER
         with open(state / f"{name}.out", "ab") as out:
             proc.spawn_detached(["lxc-execute", "-n", name, "-f", str(path), "-o", str(log),
-                                 "-l", "WARN", "--", *self.HOLDER],
+                                 "-l", "WARN", "--", *command],
                                 cwd=part.root, env=proc.clean_env("/root"),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -221,9 +238,10 @@ class LxcIsolation:
             if time.monotonic() > deadline:
                 raise SlapnodeError(f"the partition's container did not start; see {log}")
             time.sleep(0.01)
+        return services
 
     def run_inside(self, part, command, request, timeout):
-        self.ensure_running(part)
+        """Run the partition side in its (running) container, as the partition user."""
         argv = ["lxc-attach", "-n", self.container(part), "-f", str(self.config_path(part)),
                 "-u", str(part.uid), "-g", str(part.gid), "--clear-env"]
         for key, value in proc.clean_env(part.root).items():

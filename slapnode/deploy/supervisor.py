@@ -1,9 +1,9 @@
 """One supervisord per partition: its configuration, and talking to it.
 
-Owns the supervisord.conf of a partition (pure: ``render``; it is written by
-the partition user, never by root), where its socket and logs live, and the
-XML-RPC calls over that unix socket (start, stop, reload the programs, read
-their states).
+Owns the supervisord.conf of a partition (pure: ``render``; the agent writes
+it through descriptors, ``safefs.write_at``), where its socket and logs live,
+and the XML-RPC calls over that unix socket (start, stop, reload the programs,
+read their states, run the promises: ``deploy/rpc.py``).
 
 The socket lives in the partition, so whoever calls it from outside (the root
 agent) must not be led elsewhere: it is opened with ``O_PATH | O_NOFOLLOW``
@@ -45,7 +45,8 @@ def paths(root):
 
 
 def render(root, identifier):
-    """supervisord.conf for the partition at ``root``."""
+    """supervisord.conf for the partition at ``root`` (the agent writes it there,
+    through descriptors; ``deploy/partition.py``)."""
     p = paths(root)
     return f"""[unix_http_server]
 file = {p['socket']}
@@ -64,6 +65,10 @@ directory = {root}
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[rpcinterface:slapnode]
+supervisor.rpcinterface_factory = slapnode.deploy.rpc:make
+root = {root}
 
 [supervisorctl]
 serverurl = unix://{p['socket']}
@@ -166,6 +171,11 @@ def programs(root, uid=None):
         if isinstance(name, str) and isinstance(state, str):
             result[name[:128]] = (state[:32], str(description)[:500])
     return result
+
+
+def run_promises(root, names, uid=None, timeout=130):
+    """The named promises, run by the partition's supervisord (``deploy/rpc.py``)."""
+    return proxy(root, timeout=timeout, uid=uid).slapnode.runPromises(sorted(names))
 
 
 def reload(root, uid=None):
