@@ -60,10 +60,16 @@ def print_table(rows, columns):
         return
     cells = [[str(h) for h, _ in columns]]
     for row in rows:
-        cells.append(["-" if row.get(k) in (None, "") else printable(row.get(k)) for _, k in columns])
+        cells.append(["-" if row.get(k) in (None, "") else _cell(row.get(k)) for _, k in columns])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     for line in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+
+
+def _cell(value):
+    """A table cell: one line (line breaks become spaces), printable."""
+    text = value if isinstance(value, str) else str(value)
+    return printable(text.replace("\r\n", " ").replace("\n", " ").replace("\t", " "))
 
 
 def json_option(fn):
