@@ -32,14 +32,42 @@ def timed(cmd, **kwargs):
     return took
 
 
+class Gone(RuntimeError):
+    """The process to measure is not there: nothing was measured."""
+
+
 def rss_mb(pid):
+    """Resident memory of ``pid`` in MB; ``Gone`` if there is no such process (never a
+    0 that would "meet" a memory target)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    raise Gone(f"process {pid} is gone: its memory was not measured")
+
+
+def pss_mb(pid):
+    """Proportional set size (shared pages split among their users), MB; ``Gone``."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    raise Gone(f"process {pid} is gone: its memory was not measured")
+
+
+def print_rows(rows, columns):
+    """A table of dict rows; ``columns``: [(header, key)]; every row has an "ok" that
+    says whether its figure is measured, meaningful and on target."""
+    cells = [[h for h, _ in columns]]
+    for row in rows:
+        cells.append([str(row.get(k, "")) for _, k in columns])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    for line in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
 
 
 def make_node(master_url, admin_client, base, prefix, partitions, isolation, ipv4_range, name="bench"):

@@ -57,14 +57,40 @@ def slapnode_runs(master_url, admin, size, runs, tmp):
         config = nodeconfig.load(cfg)
         config.software_user = "snbsoft"
         nodeconfig.save(config, cfg)
+        command = SLAPNODE + ["node", "format", "--config", str(cfg), "--json"]
         try:
-            scratch.append(timed(SLAPNODE + ["node", "format", "--config", str(cfg)]))
-            noop.append(statistics.median(
-                timed(SLAPNODE + ["node", "format", "--config", str(cfg)]) for _ in range(3)))
+            took, done = timed_json(command)
+            if len(done["added"]) != size:      # "from scratch" must have made them all
+                raise RuntimeError(f"the first format added {len(done['added'])} of {size} "
+                                   "partitions: not a run from scratch")
+            scratch.append(took)
+            again = []
+            for _ in range(3):
+                took, done = timed_json(command)
+                if done["added"] or done["removed"] or done["addresses_added"] or \
+                        done["addresses_removed"]:
+                    raise RuntimeError(f"the re-run changed something ({done}): not a no-op")
+                again.append(took)
+            noop.append(statistics.median(again))
         finally:
-            subprocess.run(SLAPNODE + ["node", "unformat", "--force", "--config", str(cfg)],
-                           capture_output=True)
+            gone = subprocess.run(SLAPNODE + ["node", "unformat", "--force", "--config", str(cfg)],
+                                  capture_output=True, text=True)
+            if gone.returncode != 0:            # the next "from scratch" would not be one
+                raise RuntimeError(f"unformat failed: {gone.stderr.strip()[-500:]}")
     return statistics.median(scratch), statistics.median(noop)
+
+
+def timed_json(command):
+    """(seconds, the command's --json answer)."""
+    import json
+    import time
+
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True)
+    took = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()[-500:]}")
+    return took, json.loads(result.stdout)
 
 
 # -- slapos.core -----------------------------------------------------------------------
