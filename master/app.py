@@ -139,7 +139,7 @@ def create_app(master):
 
     @app.get(f"{API}/health", tags=["health"])
     def health():
-        return {"ok": True, "version": __version__}
+        return {"ok": True, "version": __version__, "parked_long_polls": master.board.parked}
 
     for module in (users, catalog, computers, instances, cache, node):
         app.include_router(module.router, prefix=API)

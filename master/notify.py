@@ -21,6 +21,7 @@ class RevisionBoard:
         self._lock = threading.Lock()
         self.loop = None
         self.closing = False
+        self.parked = 0             # long-polls waiting right now (shown by /health)
 
     def attach(self, loop):
         self.loop = loop
@@ -74,7 +75,10 @@ class RevisionBoard:
             event = self._events.get(key)
             if event is None:
                 event = self._events[key] = asyncio.Event()
+            self.parked += 1
             try:
                 await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+            finally:
+                self.parked -= 1

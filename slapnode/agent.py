@@ -379,6 +379,7 @@ class Daemon:
 
     def stop(self):
         self.stopping.set()
+        self.software.stop()            # a long build must not hold the daemon's exit
         self.wake.set()
 
     def _poller(self):
@@ -444,6 +445,8 @@ class Daemon:
             self.instances.run(doc, only_changed_reports=doc is last_doc)
             self.passes += 1
             last_doc = doc
+        if self.software_thread is not None:    # builds in flight were told to stop: wait
+            self.software_thread.join(30)       # for them, so none outlives the daemon
 
     def _software_pending(self, doc):
         """(a supplied release is unbuilt and may be tried now, when the next one may be)."""

@@ -39,10 +39,11 @@ class Result:
         return lines[-1][:500] if lines else default
 
 
-def run(argv, input=b"", timeout=60.0, cap=1 << 20, err_cap=64 << 10, **popen):
+def run(argv, input=b"", timeout=60.0, cap=1 << 20, err_cap=64 << 10, cancel=None, **popen):
     """Run ``argv`` with ``input`` on stdin; at most ``cap`` bytes of stdout and the last
-    ``err_cap`` bytes of stderr are kept. After ``timeout`` seconds the process group
-    is killed (``timed_out``). Never raises for what the child does."""
+    ``err_cap`` bytes of stderr are kept. After ``timeout`` seconds, or as soon as the
+    ``cancel`` event is set, the process group is killed (``timed_out``). Never raises
+    for what the child does."""
     popen.setdefault("start_new_session", True)
     process = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
@@ -62,10 +63,10 @@ def run(argv, input=b"", timeout=60.0, cap=1 << 20, err_cap=64 << 10, **popen):
     try:
         while open_streams:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (cancel is not None and cancel.is_set()):
                 timed_out = True
                 break
-            for key, _ in selector.select(min(remaining, 1.0)):
+            for key, _ in selector.select(min(remaining, 0.2 if cancel is not None else 1.0)):
                 if key.fileobj is process.stdin:
                     try:
                         written = os.write(process.stdin.fileno(), pending_input[:1 << 16])

@@ -23,6 +23,17 @@ from slapnode.client import Client
 RUN_ID = uuid.uuid4().hex[:8]
 PG_URL = os.environ.get("SLAPNODE_TEST_PG_URL")
 REQUIRE_PG = os.environ.get("SLAPNODE_REQUIRE_PG") == "1"
+REQUIRE_LXC = os.environ.get("SLAPNODE_REQUIRE_LXC") == "1"
+
+
+def require_lxc():
+    """LXC is the default isolation: a test that needs it fails when SLAPNODE_REQUIRE_LXC=1
+    and LXC is missing (CI installs it), and is skipped, saying so, elsewhere."""
+    if shutil.which("lxc-execute"):
+        return
+    if REQUIRE_LXC:
+        pytest.fail("lxc-execute is missing but SLAPNODE_REQUIRE_LXC=1 (apt-get install lxc)")
+    pytest.skip("LXC is not installed (lxc-execute missing; apt-get install lxc)")
 
 
 def unique_name(prefix="t"):
@@ -93,15 +104,16 @@ def slapnode_cmd(*args):
     return [sys.executable, "-m", "slapnode", *args]
 
 
-def start_master(data_dir, db_url=None):
+def start_master(data_dir, db_url=None, port=None, log_level="warning"):
+    """``master init`` then ``master serve`` (on ``port``, or a free one) as processes."""
     init = subprocess.run(slapnode_cmd("master", "init", "--data-dir", str(data_dir),
                                        *(["--db", db_url] if db_url else [])),
                           capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
-    port = free_port()
-    log = open(Path(data_dir) / "serve.log", "w")
+    port = port or free_port()
+    log = open(Path(data_dir) / "serve.log", "a")
     proc = subprocess.Popen(slapnode_cmd("master", "serve", "--data-dir", str(data_dir),
-                                         "--listen", f"127.0.0.1:{port}", "--log-level", "warning"),
+                                         "--listen", f"127.0.0.1:{port}", "--log-level", log_level),
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

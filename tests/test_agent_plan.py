@@ -73,3 +73,56 @@ def test_status_from_services_and_promises():
     assert status == "error" and "web" in reason
     assert status_of("stopped", {}, [], False) == ("stopped", "")
     assert status_of("started", {}, [], False)[0] == "deploying"
+
+
+# -- schedules: crash loops, failed builds, reconnections, promise intervals -------------
+
+from slapnode.agent import FATAL_RETRY_FIRST, FATAL_RETRY_MAX, _fatal_backoff, retry_delay  # noqa: E402
+from slapnode.deploy import promises  # noqa: E402
+from slapnode.software.supply import BACKOFF_FIRST, BACKOFF_MAX, Backoff  # noqa: E402
+
+
+def test_a_crash_loop_is_retried_after_10_20_40_s_and_never_more_than_10_min():
+    fatal = {"web": ("FATAL", "Exited too quickly")}
+    here, now, delays = {}, 1000.0, []
+    for _ in range(12):
+        retry = _fatal_backoff(fatal, here, fresh=False, now=now)
+        delays.append(retry["retry_at"] - now)
+        assert not retry.get("now") or here.get("fatal", 0) > 0   # the first sighting waits
+        here = {"fatal": retry["fatal"], "retry_at": retry["retry_at"]}
+        assert not _fatal_backoff(fatal, here, fresh=False, now=now + 1)["now"]   # not before
+        now = retry["retry_at"]
+    assert delays[:4] == [FATAL_RETRY_FIRST, 20.0, 40.0, 80.0]
+    assert max(delays) == FATAL_RETRY_MAX == 600.0 and delays[-1] == 600.0
+    assert _fatal_backoff({"web": ("RUNNING", "")}, here, fresh=False) == {"fatal": 0, "retry_at": 0}
+    assert _fatal_backoff(fatal, here, fresh=True) == {"now": True}      # a redeploy retries now
+
+
+def test_a_failing_build_waits_30_s_doubling_up_to_an_hour(tmp_path):
+    backoff = Backoff(tmp_path / "b.json")
+    now, waits = 5000.0, []
+    for _ in range(10):
+        backoff.failed("u", "no compiler", now=now)
+        waits.append(backoff.state["u"]["next"] - now)
+        assert backoff.waiting("u", now=now + 1) and backoff.failure("u") == ("no compiler",
+                                                                             backoff.state["u"]["next"])
+    assert waits[:3] == [BACKOFF_FIRST, 60.0, 120.0] and waits[-1] == BACKOFF_MAX == 3600.0
+    backoff.save()
+    assert Backoff(tmp_path / "b.json").failure("u")[0] == "no compiler"    # kept across restarts
+    backoff.succeeded("u")
+    assert backoff.failure("u") is None and not backoff.waiting("u")
+
+
+def test_reconnections_wait_half_to_one_and_a_half_times_their_delay():
+    assert retry_delay(8.0, rand=lambda: 0.0) == 4.0
+    assert retry_delay(8.0, rand=lambda: 0.999) < 12.0
+    assert 4.0 <= retry_delay(8.0) < 12.0
+
+
+def test_a_promise_runs_again_when_it_failed_or_its_interval_passed():
+    kept = {"ok-recent": {"ok": True, "at": 100.0, "interval": 60.0},
+            "ok-old": {"ok": True, "at": 30.0, "interval": 60.0},
+            "failing": {"ok": False, "at": 140.0, "interval": 60.0},
+            "never": {"ok": False, "at": 0, "interval": 60.0}}
+    assert promises.due(kept, now=150.0) == ["failing", "never", "ok-old"]
+    assert promises.due({}, now=150.0) == []

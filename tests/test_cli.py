@@ -1,7 +1,9 @@
 """The user CLI: the contract other tools use. Exit codes, one-line errors, --json."""
 
 import json
+import os
 import threading
+import time
 
 import click
 import pytest
@@ -32,9 +34,14 @@ def test_top_level_help_shows_examples():
 
 
 def test_usage_errors_exit_2_with_one_line():
-    result = run_cli(["instance", "request"])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.stderr
+    for args in (["instance", "request"], ["instance", "request", "t", "hello", "--node", "x"],
+                 ["instance", "request", "t", "hello", "--parameter", "novalue"],
+                 ["master", "serve", "--data-dir", "/nonexistent", "--listen", "nope"]):
+        result = run_cli(args)
+        assert result.exit_code == 2, args
+        lines = result.stderr.strip().splitlines()
+        assert len([l for l in lines if l.startswith("Error")]) == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr
 
 
 def test_unreachable_master_is_one_clear_line():
@@ -106,6 +113,17 @@ def test_node_token_create_and_list(master):
     assert result.exit_code == 0 and result.last_line.startswith("sne_")
     rows = json.loads(master.cli("node", "list", "--json").stdout)
     assert all(r["name"] != name for r in rows)   # not enrolled yet: not a computer yet
+    from slapnode.client import Client
+
+    node = Client(master.url, retries=0).enroll(result.last_line,
+                                                capacity={"cpus": 3, "ram_mb": 2048})
+    Client(master.url, node["credential"], retries=0).report_partitions(
+        [{"reference": f"slappart{i}"} for i in range(2)])
+    rows = {r["name"]: r for r in json.loads(master.cli("node", "list", "--json").stdout)}
+    assert (rows[name]["partitions"], rows[name]["free"], rows[name]["cpus"],
+            rows[name]["ram_mb"]) == (2, 2, 3, 2048)
+    table = master.cli("node", "list").stdout
+    assert name in table and "PARTITIONS" in table
 
 
 @pytest.fixture
@@ -240,3 +258,38 @@ def test_init_with_an_unreachable_database_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert "cannot use the database" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_request_wait_exits_1_when_the_instance_ends_in_error(master, make_node, catalog_entry):
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    import threading
+
+    def fail_once_placed():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            instance = node.instance_on("slappart0")
+            if instance:
+                node.report_instance("slappart0", instance["id"], "error",
+                                     reason="service web keeps failing (exited)")
+                return
+            time.sleep(0.05)
+    reporter = threading.Thread(target=fail_once_placed)
+    reporter.start()
+    result = master.cli("instance", "request", "broken", catalog_entry, "--node",
+                        f"computer={node.name}", "--wait", "30", token=token)
+    reporter.join()
+    assert result.exit_code == 1
+    assert "in error: service web keeps failing" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_master_init_keeps_its_data_directory_private(tmp_path):
+    data = tmp_path / "m"
+    result = run_cli(["master", "init", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.stderr
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert (data / "admin.token").stat().st_mode & 0o777 == 0o600
+    os.chmod(data, 0o755)                           # drifted: init makes it private again
+    assert run_cli(["master", "init", "--data-dir", str(data)]).exit_code == 0
+    assert data.stat().st_mode & 0o777 == 0o700

@@ -88,10 +88,15 @@ def test_the_default_type_follows_condor_role(built, tmp_path):
 
 
 def test_without_the_tarball_the_build_fails_in_one_line(tmp_path):
-    with pytest.raises(Exception) as info:
+    """Where the daemons cannot be downloaded (unreachable, HTTP error, time-out), the
+    build fails in one line that names the download; any other failure fails this test."""
+    try:
         engine.build(str(CONDOR), tmp_path / "sr", tmp_path / "cache")
-    message = str(info.value)
-    if "cannot download" not in message:
-        pytest.skip("the upstream tarball is reachable here: the end-to-end test covers it")
-    assert "\n" not in message and "cannot be reached" in message
+    except Exception as exc:
+        message = str(exc)
+    else:
+        pytest.skip("the daemons were downloaded here and the build succeeded: "
+                    "tests/test_releases_system.py::test_condor_pool_runs_a_submitted_job covers it")
+    assert message.startswith("cannot download "), message
+    assert "\n" not in message
     assert not (tmp_path / "sr" / ".completed").exists()

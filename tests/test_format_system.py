@@ -271,6 +271,27 @@ def test_a_foreign_user_with_a_partition_name_is_never_taken(node):
         users.delete_user(victim)
 
 
+def test_register_refuses_a_taken_user_prefix_before_spending_the_token(master, tmp_path):
+    """docs/enrolling.md promises it: the check runs before the token is exchanged."""
+    tag = secrets.token_hex(3)
+    victim = f"sn{tag}u0"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--comment", "not slapnode",
+                    victim], check=True)
+    try:
+        name = unique_name("node")
+        token = master.client().create_enrollment_token(name)["token"]
+        args = ["node", "register", "--master", master.url, "--token", token, "--isolation",
+                "user", "--config", str(tmp_path / "n.cfg"), "--instance-root",
+                str(tmp_path / "srv"), "--software-root", str(tmp_path / "soft")]
+        taken = run_cli([*args, "--user-prefix", f"sn{tag}u"])
+        assert taken.exit_code == 2 and victim in taken.stderr and "not used" in taken.stderr
+        assert not (tmp_path / "n.cfg").exists()
+        again = run_cli([*args, "--user-prefix", f"sn{tag}v"])     # the same token still works
+        assert again.exit_code == 0, again.stderr
+    finally:
+        users.delete_user(victim)
+
+
 def test_foreign_addresses_and_interfaces_are_left_alone(node):
     assert node.cli("node", "format").exit_code == 0
     config = node.config

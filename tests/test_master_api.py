@@ -360,6 +360,17 @@ def test_unchanged_poll_answers_at_once_without_wait(master, make_node):
     assert answer == {"revision": revision, "changed": False}
 
 
+def parked_long_polls(master):
+    return requests.get(f"{master.url}/api/v1/health", timeout=5).json()["parked_long_polls"]
+
+
+def wait_until(check, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_long_poll_wakes_up_on_a_change(master, make_node):
     url, title = add_release(master)
     node = make_node(partitions=1)
@@ -373,12 +384,14 @@ def test_long_poll_wakes_up_on_a_change(master, make_node):
         result["took"] = time.monotonic() - started
 
     waiter = threading.Thread(target=poll)
+    parked = parked_long_polls(master)
     waiter.start()
-    time.sleep(0.3)
+    wait_until(lambda: parked_long_polls(master) > parked)     # the poll is parked ...
+    changed_at = time.monotonic()                                # ... before the change
     master.client(token).request_instance(title="x", software=title, node={"computer": node.name})
     waiter.join(25)
     assert result["doc"]["changed"] and result["doc"]["revision"] > revision
-    assert result["took"] < 5
+    assert result["took"] < 5 and time.monotonic() - changed_at < 5
 
 
 def test_long_poll_gives_up_after_its_wait(master, make_node):
@@ -397,12 +410,16 @@ def test_instance_show_waits_until_ready(master, make_node):
     user = master.client(token)
     user.request_instance(title="w", software=title, node={"computer": node.name})
     instance = node.instance_on("slappart0")
-    timer = threading.Timer(0.3, node.report_instance,
-                            ("slappart0", instance["id"], "ready", {"k": "v"}))
-    timer.start()
+    parked = parked_long_polls(master)
+
+    def report_once_parked():
+        wait_until(lambda: parked_long_polls(master) > parked)  # the show is parked first
+        node.report_instance("slappart0", instance["id"], "ready", {"k": "v"})
+    reporter = threading.Thread(target=report_once_parked)
+    reporter.start()
     started = time.monotonic()
     view = user.show_instance("w", wait=20)
-    timer.join()
+    reporter.join()
     assert view["status"] == "ready" and view["connection"] == {"k": "v"}
     assert time.monotonic() - started < 5
 
@@ -479,3 +496,23 @@ def test_a_master_stopping_answers_its_parked_long_polls_instead_of_failing_them
         assert "Traceback" not in (tmp_path / "m" / "serve.log").read_text()
     finally:
         stop_process(proc)
+
+
+def test_destroying_a_host_returns_its_shared_instances_to_pending(master, make_node):
+    url, title = add_release(master)
+    node = make_node(partitions=1)
+    _, token = master.new_user()
+    user = master.client(token)
+    on = {"computer": node.name}
+    user.request_instance(title="host", software=title, node=on)
+    user.request_instance(title="guest", software=title, node=on, shared=True)
+    host = node.instance_on("slappart0")
+    assert [s["title"] for s in host["shared_instances"]] == ["guest"]
+    user.change_instance("host", "destroyed")
+    node.report_instance("slappart0", host["id"], "destroyed")      # the node wiped it
+    assert user.show_instance("host")["status"] == "destroyed"
+    guest = user.show_instance("guest")
+    assert guest["status"] == "pending" and guest["connection"] == {}
+    # a new host takes it at once
+    user.request_instance(title="host2", software=title, node=on)
+    assert [s["title"] for s in node.instance_on("slappart0")["shared_instances"]] == ["guest"]

@@ -422,3 +422,31 @@ def test_node_software_and_software_build_commands(master, make_node, tmp_path, 
     again = run_cli(["software", "build", HELLO, "--software-root", str(tmp_path / "author"),
                      "--user", software_user])
     assert again.stdout.startswith("up to date")
+
+
+@needs_root
+def test_a_cache_archive_that_does_not_match_its_digest_is_built_instead(master, make_node, tmp_path,
+                                                                         software_user, catalog_hello):
+    builder, volunteer = make_node(partitions=1), make_node(partitions=1)
+    master.client().set_trusted(builder.name)
+    shared_root = tmp_path / "shared-root"
+    for node in (builder, volunteer):
+        master.client().supply(catalog_hello, node.name)
+    config = node_config(tmp_path, software_user)
+    config.software_root = str(shared_root)
+    shared_root.mkdir()
+    first = SoftwarePass(config, builder.client).run(builder.client.desired_state())
+    assert [(r.status, r.how) for r in first] == [("available", "built")]
+    directory = software_dir(shared_root, catalog_hello)
+    key = cache_key(catalog_hello, engine.completed_digest(directory), shared_root)
+    stored = master.data_dir / "cache" / f"{key}.tar.gz"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF                    # the master's copy is damaged
+    stored.write_bytes(bytes(data))
+    import shutil
+    shutil.rmtree(directory)
+    said = []
+    second = SoftwarePass(config, volunteer.client, say=said.append).run(
+        volunteer.client.desired_state())
+    assert [(r.status, r.how) for r in second] == [("available", "built")]
+    assert any("does not match its digest" in line for line in said)

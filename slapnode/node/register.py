@@ -55,11 +55,12 @@ def build_config(base, master_url, options, netns=None):
         notes.append("isolation = user: partitions are separate Unix users without LXC "
                      "containers (install Debian's lxc for full isolation)")
     nodeconfig.check(config, others)
-    from ..format import reach
+    from ..format import plan, reach, users
 
     found = reach.problems(config)
+    found += plan.collisions(config, users.all_users(), users.all_group_names())
     if found:
-        raise UsageError("; ".join(found))
+        raise UsageError("; ".join(found) + "; the enrollment token was not used")
     return config, notes
 
 

@@ -16,6 +16,7 @@ import os
 import platform
 import pwd
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,8 @@ class Backoff:
 class SoftwareUser:
     """Runs the build worker as the software user."""
 
-    def __init__(self, name):
+    def __init__(self, name, cancel=None):
+        self.cancel = cancel
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
@@ -110,6 +112,8 @@ class SoftwareUser:
         self.name, self.uid, self.gid, self.home = name, entry.pw_uid, entry.pw_gid, entry.pw_dir
 
     def run(self, *args, **streams):
+        if not streams:
+            streams = {"cancel": self.cancel}
         return worker.run_as(self.uid, self.gid, self.home, args, **streams)
 
     def make_dirs(self, software_root, *names):
@@ -156,6 +160,11 @@ class SoftwarePass:
         self.cache_dir = self.root / engine.DOWNLOAD_CACHE
         self.backoff = Backoff(Path(config.state_dir) / "software-backoff.json")
         self.said = {}
+        self.stopping = threading.Event()       # set: builds in flight are stopped
+
+    def stop(self):
+        """Stop the builds in flight (they resume where they were at the next pass)."""
+        self.stopping.set()
 
     def failure(self, url):
         return self.backoff.failure(url)
@@ -170,13 +179,15 @@ class SoftwarePass:
         if not force and self.backoff.waiting(url):
             return Result(url, "waiting", "backoff", 0.0)
         try:
-            user = SoftwareUser(self.config.software_user)
+            user = SoftwareUser(self.config.software_user, self.stopping)
             user.make_dirs(self.root, engine.DOWNLOAD_CACHE, directory.name)
             if digest is None:
                 digest = user.digests(self.root, self.cache_dir, [url]).get(url)
             if isinstance(digest, SlapnodeError) or digest is None:
                 raise digest or SlapnodeError("the profile could not be expanded")
         except (SlapnodeError, OSError) as exc:
+            if self.stopping.is_set():
+                return Result(url, "waiting", "stopped", time.monotonic() - started)
             self.backoff.failed(url, str(exc))
             return Result(url, "error", "profile", time.monotonic() - started, str(exc))
         if engine.completed_digest(directory) == digest:
@@ -193,6 +204,8 @@ class SoftwarePass:
             except SlapnodeError as exc:
                 self.backoff.failed(url, str(exc))
                 return Result(url, "error", str(exc), time.monotonic() - started, str(exc))
+            if self.stopping.is_set():
+                return Result(url, "waiting", "stopped", time.monotonic() - started)
             if result.returncode != 0:
                 reason = result.last_error_line("build failed")
                 self.backoff.failed(url, reason)
@@ -274,7 +287,7 @@ class SoftwarePass:
         if not ready:
             return {}
         try:
-            user = SoftwareUser(self.config.software_user)
+            user = SoftwareUser(self.config.software_user, self.stopping)
             user.make_dirs(self.root, engine.DOWNLOAD_CACHE)
             return user.digests(self.root, self.cache_dir, ready)
         except (SlapnodeError, OSError) as exc:

@@ -15,19 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import unique_name
+from ..conftest import require_lxc, unique_name
 from ..test_instances_system import _teardown, make_node
-
-REQUIRE_LXC = os.environ.get("SLAPNODE_REQUIRE_LXC") == "1"
 
 
 def needs_lxc():
     if os.geteuid() != 0:
         pytest.skip("attacks on a node need root (users, containers)")
-    if not shutil.which("lxc-execute"):
-        if REQUIRE_LXC:
-            pytest.fail("lxc-execute is missing but SLAPNODE_REQUIRE_LXC=1")
-        pytest.skip("LXC is not installed (lxc-execute missing)")
+    require_lxc()
 
 
 def on(node):
