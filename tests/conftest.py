@@ -129,6 +129,22 @@ def start_master(data_dir, db_url=None, port=None, log_level="warning"):
     return proc, url, init.stdout.strip().splitlines()[-1]
 
 
+def stop_group(proc, seconds=15):
+    """Stop a process started with start_new_session and its group: SIGTERM, then, if it
+    is still there after ``seconds``, SIGKILL. Never raises (it runs in finalizers)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(seconds)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 def stop_process(proc):
     if proc.poll() is None:
         proc.terminate()

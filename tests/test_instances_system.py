@@ -29,7 +29,7 @@ from slapnode.deploy.partition import parts_of
 from slapnode.format import plan, users
 from slapnode.software.supply import SoftwarePass
 
-from .conftest import require_lxc, run_cli, slapnode_cmd, unique_name
+from .conftest import require_lxc, run_cli, slapnode_cmd, stop_group, unique_name
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="instances need root"),
@@ -287,8 +287,7 @@ def test_the_daemon_converges_after_being_killed_mid_deployment(node, base):
         node.request("hello", parameters={"name": "Lin"})
         assert wait_for(lambda: get(url, 0.5).text == "Hello, Lin!", seconds=15)
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        agent.wait(10)
+        stop_group(agent)
         log.close()
 
 
@@ -348,8 +347,7 @@ def test_the_agent_rides_out_a_master_that_refuses_connections(base, catalog_hel
             text = logfile.read_text()
             assert text.count("master unreachable") == 1 and text.count("reachable again") == 1
         finally:
-            os.killpg(agent.pid, signal.SIGTERM)
-            agent.wait(15)
+            stop_group(agent)
     finally:
         if handle is not None:
             _teardown(handle)
@@ -454,8 +452,7 @@ def test_a_slow_build_does_not_hold_up_other_partitions(master, base, catalog_he
         slowpoke = node.user_client.show_instance("slowpoke")
         assert slowpoke["status"] == "deploying" and "software release" in slowpoke["reason"]
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        agent.wait(15)
+        stop_group(agent)
         log.close()
         _teardown(node)
 
@@ -496,8 +493,7 @@ def test_no_token_or_parameter_value_reaches_the_logs(base, catalog_hello, reach
             assert wait_for(lambda: handle.user_client.show_instance("hello")["status"] ==
                             "destroyed", seconds=30)
         finally:
-            os.killpg(agent.pid, signal.SIGTERM)
-            agent.wait(15)
+            stop_group(agent)
         logs = logfile.read_text() + (data / "serve.log").read_text()
         assert "deploy -> ready" in logs                    # the logs did say things
         for value in (secret, admin, handle.user_client.token, handle.config.credential):

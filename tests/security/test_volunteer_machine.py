@@ -17,7 +17,7 @@ from slapnode.agent import InstancePass
 from slapnode.format import reach
 from slapnode.software.supply import SoftwarePass
 
-from ..conftest import run_cli, slapnode_cmd, unique_name
+from ..conftest import run_cli, slapnode_cmd, stop_group, unique_name
 from ..test_instances_system import _teardown, make_node
 
 sqlite_only = pytest.mark.parametrize("master", ["sqlite"], indirect=True)
@@ -76,8 +76,7 @@ url = ${:_profile_base_location_}/instance.cfg
 destination = ${buildout:directory}
 """)
     finally:
-        agent.terminate()
-        agent.wait(15)
+        stop_group(agent)
     try:
         doc = node.client.desired_state()
         SoftwarePass(node.config, node.client).run(doc, force=True)
