@@ -235,6 +235,9 @@ def run_anchor(noop_row):
     if not (anchor / "RUN.sh.in").exists() or not python:
         print("slapos.core: the anchor or a Python 3.12 is missing: not run")
         return {}
+    missing = [tool for tool in ("rsync", "patchelf") if not shutil.which(tool)]
+    if missing:                 # the anchor copies pyenv's Python 3.12 with these
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True)
     work = Path(tempfile.mkdtemp(prefix="slapos-anchor-"))
     os.chmod(work, 0o755)
     try:
@@ -251,10 +254,14 @@ def run_anchor(noop_row):
     if not out:
         return {}
     latency = [float(x) for x in re.findall(r"request->http200=([\d.]+)s ok=1", out)]
-    noop = [float(x) for x in re.findall(r"instance-noop-\d: ([\d.]+) s wall", out)]
-    destroy = re.search(r"instance-destroy: ([\d.]+) s wall", out)
-    report = re.search(r"report-destroy: ([\d.]+) s wall", out)
+    # only steps that succeeded (rc 0) count: a failed step's "0.00 s" measures nothing
+    noop = [float(x) for x in re.findall(r"instance-noop-\d: ([\d.]+) s wall, maxrss \d+ KB, rc 0\b", out)]
+    destroy = re.search(r"instance-destroy: ([\d.]+) s wall, maxrss \d+ KB, rc 0\b", out)
+    report = re.search(r"report-destroy: ([\d.]+) s wall, maxrss \d+ KB, rc 0\b", out)
     rss = re.search(r"RSS KB: slapproxy \d+, supervisord (\d+)", out)
+    failed = [line for line in out.splitlines() if re.search(r": [\d.]+ s wall, .*rc [1-9]", line)]
+    if failed:
+        print(f"slapos.core: {len(failed)} steps of the anchor's run failed, first: {failed[0]}")
     result = {}
     if latency:
         value = statistics.median(latency)
@@ -268,7 +275,7 @@ def run_anchor(noop_row):
     if rss:
         result["agent idle RSS"] = (None, f"(supervisord {int(rss.group(1)) / 1024:.0f} MB node-wide)")
     for name in ("request -> ready (CLI --wait)", "destroy -> partition free (CLI --wait)"):
-        result.setdefault(name, (None, "failed: the anchor's run printed no figure for it"))
+        result.setdefault(name, (None, "failed: the anchor's run measured nothing for it"))
     return result
 
 
