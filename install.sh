@@ -27,7 +27,7 @@ apt_install() {
 # the shadow suite for partition users, iproute2, LXC for the partitions' containers,
 # and the tools the software releases' recipes use (make, patch, dpkg-deb, apt).
 apt_install python3 python3-venv python3-dev gcc libc6-dev make patch curl ca-certificates \
-  passwd iproute2 lxc
+  passwd iproute2 lxc nftables dnsmasq-base socat
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   /usr/bin/python3 -m venv .venv
@@ -45,7 +45,7 @@ case "$mode" in
     ;;
   test)
     # Tests: PostgreSQL (the suite runs against SQLite and PostgreSQL), sudo-less root tools.
-    apt_install postgresql postgresql-client
+    apt_install postgresql postgresql-client bind9-dnsutils
     # The deb recipe's tests fetch a real Debian package: apt's lists must exist.
     if [ -z "$(ls /var/lib/apt/lists/*_Packages* 2>/dev/null | head -1)" ]; then
       echo "== apt-get update (the deb recipe tests need apt's package lists)"

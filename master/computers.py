@@ -154,8 +154,11 @@ def supply(session, ref, computer_name, requested="available"):
     return row
 
 
-def desired_state(session, computer):
+def desired_state(session, computer, naming=None):
     """The document a node reconciles to. Pure read; no side effects."""
+    from .names import Naming
+
+    naming = naming or Naming()
     supplies = session.scalars(select(Supply).where(Supply.computer_id == computer.id)
                                .order_by(Supply.id)).all()
     partitions = session.scalars(select(Partition).where(Partition.computer_id == computer.id)
@@ -176,6 +179,7 @@ def desired_state(session, computer):
         "computer": computer.name,
         "revision": computer.revision,
         "trusted_builder": computer.trusted_builder,
+        "dns": naming.document(),
         "software": [{"url": s.url, "state": s.requested, "status": s.status} for s in supplies],
         "partitions": [
             {
@@ -183,6 +187,7 @@ def desired_state(session, computer):
                 "instance": None if p.id not in placed else {
                     "id": placed[p.id].id,
                     "title": placed[p.id].title,
+                    "hostname": naming.name_of(placed[p.id].hostname),
                     "software": placed[p.id].sr_url,
                     "type": placed[p.id].software_type,
                     "state": placed[p.id].requested_state,

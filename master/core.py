@@ -39,11 +39,15 @@ def touch_instance(session, instance_id):
 
 
 class Master:
-    def __init__(self, url, releases_dir=None, data_dir=None):
+    def __init__(self, url, releases_dir=None, data_dir=None, naming=None):
+        from .names import Naming
+
         self.db = Database(url)
         self.board = RevisionBoard()
         self.releases_dir = releases_dir
         self.cache_dir = Path(data_dir) / "cache" if data_dir else None
+        self.naming = naming or Naming()
+        self.placements_changed = []        # callbacks after a commit that moved instances
 
     def seed_revisions(self):
         with self.db.read() as session:
@@ -70,6 +74,9 @@ class Master:
                 time.sleep(0.002 * (attempt + 1))
         for cid, revision in bumped:
             self.board.publish(computer_key(cid), revision)
+        if bumped:
+            for callback in self.placements_changed:
+                callback()
         for iid in instances:
             self.board.bump(instance_key(iid))
         return result

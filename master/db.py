@@ -23,25 +23,30 @@ def default_url(data_dir):
     return f"sqlite:///{Path(data_dir).resolve() / SQLITE_NAME}"
 
 
-def resolve_url(data_dir, url=None):
-    """The database URL: ``--db``, else the one ``master init`` saved, else SQLite."""
-    if url:
-        return url
+def read_settings(data_dir):
+    """What ``master init`` saved in master.cfg: {"db": URL, "domain": zone}, as given."""
     saved = Path(data_dir) / CONFIG_NAME
+    settings = {}
     if saved.exists():
         for line in saved.read_text().splitlines():
             key, sep, value = line.partition("=")
-            if sep and key.strip() == "db":
-                return value.strip()
-    return default_url(data_dir)
+            if sep and key.strip() in ("db", "domain"):
+                settings[key.strip()] = value.strip()
+    return settings
 
 
-def save_url(data_dir, url):
-    """Remember a non-default URL for ``master serve`` (it may hold a password: 0600)."""
+def resolve_url(data_dir, url=None):
+    """The database URL: ``--db``, else the one ``master init`` saved, else SQLite."""
+    return url or read_settings(data_dir).get("db") or default_url(data_dir)
+
+
+def save_settings(data_dir, **values):
+    """Remember settings for ``master serve`` (a URL may hold a password: 0600)."""
+    settings = {**read_settings(data_dir), **{k: v for k, v in values.items() if v}}
     path = Path(data_dir) / CONFIG_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as stream:
-        stream.write(f"[master]\ndb = {url}\n")
+        stream.write("[master]\n" + "".join(f"{k} = {v}\n" for k, v in sorted(settings.items())))
 
 
 def is_sqlite(url):

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
 
-from . import allocation, catalog, limits
+from . import allocation, catalog, limits, names
 from .core import touch_computer, touch_instance
 from .errors import ApiError, BadRequest, Conflict, Invalid, NotFound
 from .models import Computer, Instance, Partition, Supply, User, iso, utcnow
@@ -229,6 +229,12 @@ def request(session, user, title, software, software_type="default", parameters=
         if instance is None:
             instance = Instance(owner_id=user.id, title=title)
             session.add(instance)
+        if instance.hostname is None and not shared:
+            with session.no_autoflush:      # (the new row is not complete yet)
+                instance.hostname = names.unique_name(
+                    names.relative_name(title, user.name),
+                    lambda n: session.scalars(select(Instance.id).where(
+                        Instance.hostname == n)).first() is not None)
         instance.sr_url = release.url
         instance.software_type = software_type
         instance.parameters = parameters
@@ -322,10 +328,16 @@ def list_for(session, user):
                            .order_by(Instance.id)).all()
 
 
-def view(session, instance):
+def view(session, instance, naming=None):
     """What the instance's owner sees. Of a host owned by someone else, a shared
     instance shows only what the host published for it: not the host's title,
-    node, partition or addresses."""
+    node, partition or addresses. An instance's DNS name is in ``hostname`` and,
+    unless the instance published its own, in its connection parameters."""
+    naming = naming or names.Naming()
+    hostname = naming.name_of(instance.hostname)
+    connection = dict(instance.connection or {})
+    if hostname and instance.partition is not None:
+        connection.setdefault("hostname", hostname)
     partition = instance.partition
     host = None
     if instance.host_instance_id is not None:
@@ -344,12 +356,13 @@ def view(session, instance):
         "partition": partition.reference if partition is not None else None,
         "ipv4": partition.ipv4 if partition is not None else None,
         "ipv6": partition.ipv6 if partition is not None else None,
+        "hostname": hostname,
         "shared": instance.shared,
         "share_with": instance.share_with or [],
         "host": host.title if host is not None else None,
         "parameters": instance.parameters,
         "node_filter": instance.node_filter,
-        "connection": instance.connection,
+        "connection": connection,
         "promises": instance.promises,
         "usage": instance.usage or {},
         "created_at": iso(instance.created_at),

@@ -156,7 +156,8 @@ class Instance(Base):
     """A user's request, and what the node made of it."""
 
     __tablename__ = "instances"
-    __table_args__ = (UniqueConstraint("owner_id", "title"),)
+    __table_args__ = (UniqueConstraint("owner_id", "title"),
+                      Index("ux_instances_hostname", "hostname", unique=True))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -168,6 +169,8 @@ class Instance(Base):
     # A host's consent: who may attach shared instances to it. [] = its owner only,
     # ["*"] = everyone, else these user names (and its owner).
     share_with: Mapped[list] = mapped_column(JSON, default=list)
+    # Its name in DNS below the master's zone ("<title>.<owner>"), chosen once; unique.
+    hostname: Mapped[str | None] = mapped_column(String(128), nullable=True)
     node_filter: Mapped[dict] = mapped_column(JSON, default=dict)
     requested_state: Mapped[str] = mapped_column(String(16))
     host_instance_id: Mapped[int | None] = mapped_column(

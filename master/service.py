@@ -39,12 +39,22 @@ def _write_secret(path, text):
     os.chmod(path, 0o600)
 
 
-def init(data_dir, url=None):
-    """Create or upgrade the database; make sure an admin exists.
+def init(data_dir, url=None, domain=None):
+    """Create or upgrade the database; make sure an admin exists; remember the DNS
+    zone of instance names (``domain``; the default, or what an earlier init saved).
 
     Returns (url, admin token). Running it again keeps everything: the
     migrations are idempotent and the saved admin token is reused.
     """
+    if domain is not None:
+        from slapnode.errors import UsageError
+
+        from .names import check_zone
+
+        try:
+            domain = check_zone(domain)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     data_dir = Path(data_dir)
     made = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +67,9 @@ def init(data_dir, url=None):
         raise
     try:
         dbmod.migrate(master.db)
-        if url != dbmod.default_url(data_dir):      # only a database that works is remembered
-            dbmod.save_url(data_dir, url)
+        # only a database that works is remembered
+        dbmod.save_settings(data_dir, db=url if url != dbmod.default_url(data_dir) else None,
+                            domain=domain)
         token_file = data_dir / ADMIN_TOKEN_FILE
 
         def ensure_admin(session):
@@ -143,8 +154,13 @@ def _server_class():
     return Server
 
 
-def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
+def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns=None,
+          dns_advertise=None):
+    """Serve the API; with ``dns`` (HOST:PORT) also the zone of instance names, which
+    nodes reach at ``dns_advertise`` (default: the same address)."""
     import uvicorn
+
+    from .names import DEFAULT_ZONE, Naming, check_zone
 
     Server = _server_class()
 
@@ -155,16 +171,37 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info"):
                                     f"run `slapnode master init --data-dir {data_dir}` first")
     if dbmod.is_sqlite(url) and not Path(url.split(":///", 1)[-1]).exists():
         raise not_initialised
-    master = Master(url, releases_dir=releases_dir(), data_dir=data_dir)
+    zone = check_zone(dbmod.read_settings(data_dir).get("domain") or DEFAULT_ZONE)
+    servers = []
+    if dns:
+        from .dns import parse_listen as parse_dns
+
+        dns_host, dns_port = parse_dns(dns_advertise or dns)
+        if dns_host in ("0.0.0.0", "::"):
+            raise SlapnodeError("--dns listens on every address: give the address nodes reach "
+                                "it at with --dns-advertise HOST:PORT")
+        servers = [f"{dns_host}#{dns_port}"]
+    master = Master(url, releases_dir=releases_dir(), data_dir=data_dir,
+                    naming=Naming(zone, servers))
     if not dbmod.is_migrated(master.db):
         master.dispose()
         raise not_initialised
     dbmod.migrate(master.db)    # a newer slapnode may bring migrations
     sock = listening_socket(host, port)
+    zone_server = None
+    if dns:
+        from .dns import ZoneServer
+
+        zone_server = ZoneServer(master, data_dir, dns)
+        zone_server.start()
     _raise_fd_limit()
     config = uvicorn.Config(create_app(master), host=host, port=port, log_level=log_level,
                             backlog=8192, timeout_keep_alive=150, access_log=False,
                             server_header=False,
                             # parked long-polls must not hold a shutdown for their full wait
                             timeout_graceful_shutdown=2)
-    Server(config, master).run(sockets=[sock])
+    try:
+        Server(config, master).run(sockets=[sock])
+    finally:
+        if zone_server is not None:
+            zone_server.stop()

@@ -27,6 +27,7 @@ from . import usage
 from .deploy import isolation as isolation_mod
 from .deploy import promises
 from .deploy import status as _status
+from .deploy.forwards import Forwards
 from .deploy.partition import Partition, inputs_hash, parts_of
 from .errors import MasterError, SlapnodeError
 from .software import engine, software_dir
@@ -149,6 +150,10 @@ class InstancePass:
         self.last_reports = {}
         self.last_said = {}
         self.software_failure = software_failure or _failure_from_file(config)
+        self.zone = ""
+        self.forwards = Forwards(config)
+        self.rules_changed = False
+        self.public_ipv4 = None
 
     def software_digests(self, doc):
         urls = {p["instance"]["software"] for p in doc.get("partitions", []) if p.get("instance")}
@@ -157,6 +162,7 @@ class InstancePass:
 
     def run(self, doc, only_changed_reports=False):
         parts = parts_of(self.config)
+        self.zone = (doc.get("dns") or {}).get("zone", "")
         actions = plan(doc, self.local.get(), self.software_digests(doc))
         outcomes = []
         with concurrent.futures.ThreadPoolExecutor(max(1, self.parallel)) as pool:
@@ -164,6 +170,7 @@ class InstancePass:
                        for action in actions]
             for future in concurrent.futures.as_completed(futures):
                 outcomes.append(future.result())
+        self._network(doc, parts)
         by_uid = usage.processes_by_uid()           # one scan of /proc for the whole pass
         for outcome in outcomes:
             if outcome.part is not None and "promises" in outcome.report:
@@ -178,11 +185,13 @@ class InstancePass:
         if part is None:
             outcome.status, outcome.reason = InstanceStatus.ERROR, "partition not formatted"
             return self._finish(outcome, action, started)
-        partition = Partition(self.config, part, self.isolation)
+        partition = Partition(self.config, part, self.isolation, self.zone)
         try:
             if action.kind == "destroy":
                 partition.destroy()
                 self.local.set(action.reference, None)
+                if self.forwards.drop(action.reference):
+                    self.rules_changed = True
                 outcome.status = InstanceStatus.DESTROYED
             elif action.kind == "wait":
                 outcome.status, outcome.reason = self._waiting(action.instance)
@@ -216,12 +225,14 @@ class InstancePass:
             applied = partition.apply(instance, deploy=True, supervise=True, retry_fatal=True)
             record.update(fatal=0, retry_at=0)
             self._seen(record, applied)
+            self._forwarded(partition, record, applied)
         elif action.kind == "deploy":                   # deployed, and kept stopped
             self.local.set(action.reference, {**record, "hash": "", "state": ""})
             applied = partition.apply(instance, deploy=True, supervise=False)
             partition.stop()
             record.update(connection=applied.connection, shared=_keys(applied.shared),
                           promises={})
+            self._forwarded(partition, record, applied)
         elif wanted == STARTED:
             programs = partition.programs()
             retry = _fatal_backoff(programs, here, action.kind == "start")
@@ -230,6 +241,7 @@ class InstancePass:
                 applied = partition.apply(instance, deploy=False, supervise=True,
                                           retry_fatal=retry.get("now", False))
                 self._seen(record, applied)
+                self._forwarded(partition, record, applied)
             else:
                 due = promises.due(kept, time.time())
                 if due:
@@ -254,6 +266,47 @@ class InstancePass:
         outcome.shared = [{"instance_id": int(sid), "connection": values,
                            "status": InstanceStatus.READY}
                           for sid, values in (record.get("shared") or {}).items()]
+
+    def _forwarded(self, partition, record, applied):
+        """Publish the ports the partition asks for on the node; their addresses join
+        its connection parameters."""
+        changed, ports = self.forwards.update(partition.part.reference, partition.part.ipv4,
+                                              applied.forwards)
+        self.rules_changed |= changed
+        if ports:
+            if self.public_ipv4 is None:
+                from .format import firewall
+
+                self.public_ipv4 = firewall.public_ipv4(self.config)
+            record["connection"] = {**(record.get("connection") or {}),
+                                    **{name: f"{self.public_ipv4}:{port}"
+                                       for name, port in ports.items()}}
+
+    def _network(self, doc, parts):
+        """After a pass: the node's rules follow the forwarded ports, and its resolver
+        knows the names of its instances."""
+        from .format import dns, firewall
+
+        if self.rules_changed:
+            self.rules_changed = False
+            try:
+                firewall.apply(self.config, self.forwards.all())
+            except SlapnodeError as exc:
+                self.say(f"forwarded ports not applied: {exc}")
+        if not self.config.dns:
+            return
+        entries = []
+        for item in doc.get("partitions", []):
+            instance, part = item.get("instance"), parts.get(item["reference"])
+            if instance and part and instance.get("hostname") and instance["state"] != DESTROYED:
+                entries.append((instance["hostname"], part.ipv4, part.ipv6))
+        try:
+            dns.write_hosts(self.config, entries)
+            info = doc.get("dns") or {}
+            if dns.ensure(self.config, info.get("zone", ""), info.get("servers", [])):
+                self.say("the node's resolver started (instance names, then upstream)")
+        except (OSError, SlapnodeError) as exc:
+            self.say(f"the node's resolver is not running: {exc}")
 
     @staticmethod
     def _seen(record, applied):
@@ -366,6 +419,7 @@ class Daemon:
         self.software = SoftwarePass(config, client, self.say)
         self.instances = InstancePass(config, client, self.say,
                                       software_failure=self.software.failure)
+        self.instances.rules_changed = True     # the rules may be gone (a reboot): put them back
         from .client import Client
 
         # The long-poll has a connection of its own: it is parked most of the time.

@@ -77,13 +77,19 @@ class NodeConfig:
     tap: bool = False
     tap_prefix: str = "slaptap"
     netns: str = ""                 # run the network part inside this network namespace (tests)
+    outbound: str = "internet"      # internet | none | CIDR [PORT[-PORT]], ... (see parse_outbound)
+    forward_ports: str = "20000-29999"  # node ports partitions' services may be published on
+    public_ipv4: str = ""           # the node's address for forwarded ports ("": its uplink's)
+    dns: bool = True                # a resolver on the bridge: instance names, then upstream
+    dns_upstream: str = ""          # "": the machine's own resolvers (/etc/resolv.conf)
     # [limits] per partition (cgroups, with isolation = lxc)
     memory_limit_mb: int = 1024
     cpu_limit_pct: int = 100        # of one CPU
     pids_limit: int = 512
 
     SECTIONS = {"network": ("bridge", "bridge_type", "ipv4_range", "ipv6_range", "ipv6_source",
-                            "ipv6_uplink", "tap", "tap_prefix", "netns"),
+                            "ipv6_uplink", "tap", "tap_prefix", "netns", "outbound",
+                            "forward_ports", "public_ipv4", "dns", "dns_upstream"),
                 "limits": ("memory_limit_mb", "cpu_limit_pct", "pids_limit")}
 
     @classmethod
@@ -211,6 +217,22 @@ def check(config, other_networks=()):
             problems.append(f"{limit} must be a positive number")
     if config.ipv6_source not in IPV6_SOURCES:
         problems.append(f"ipv6_source {config.ipv6_source!r} must be ula or global")
+    for parse, name in ((parse_outbound, "outbound"), (parse_port_range, "forward_ports")):
+        try:
+            parse(getattr(config, name))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if config.public_ipv4:
+        try:
+            if ipaddress.ip_address(config.public_ipv4).version != 4:
+                raise ValueError
+        except ValueError:
+            problems.append(f"public_ipv4 {config.public_ipv4!r} is not an IPv4 address")
+    for server in filter(None, (s.strip() for s in config.dns_upstream.split(","))):
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            problems.append(f"dns_upstream {server!r} is not an IP address")
     problems += _check_ranges(config, other_networks)
     if problems:
         raise UsageError("bad node config: " + "; ".join(problems))
@@ -245,6 +267,42 @@ def _check_ranges(config, other_networks):
                 config.ipv6_source != "global":
             problems.append(f"ipv6_range {v6} overlaps {other}, already on this machine; pick another")
     return problems
+
+
+def parse_outbound(text):
+    """``internet``, ``none``, or an allow list: ``CIDR [PORT|PORT-PORT]`` entries separated
+    by commas (TCP and UDP). Returns "internet", "none" or [(network, ports or None)].
+    Raises ValueError with one line."""
+    text = (text or "").strip()
+    if text in ("internet", "none"):
+        return text
+    rules = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        words = entry.split()
+        try:
+            network = ipaddress.ip_network(words[0], strict=False)
+        except ValueError:
+            raise ValueError(f"outbound {entry!r}: {words[0]!r} is not a network; write "
+                             "internet, none, or e.g. 192.0.2.0/24 443, 2001:db8::/32") from None
+        ports = parse_port_range(words[1], "outbound") if len(words) == 2 else None
+        if len(words) > 2:
+            raise ValueError(f"outbound {entry!r}: expected CIDR [PORT or PORT-PORT]")
+        rules.append((network, ports))
+    if not rules:
+        raise ValueError("outbound is empty; write internet, none, or an allow list")
+    return rules
+
+
+def parse_port_range(text, what="forward_ports"):
+    """``N`` or ``N-M`` (1-65535) -> (N, M). Raises ValueError with one line."""
+    low, sep, high = str(text).strip().partition("-")
+    try:
+        first, last = int(low), int(high) if sep else int(low)
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected a port or a range like 20000-29999") from None
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"{what} {text!r}: ports go from 1 to 65535, low to high")
+    return first, last
 
 
 @dataclass

@@ -18,6 +18,22 @@ from dataclasses import dataclass
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
+def runtime_dir(kind, key):
+    """A directory for files a process that dropped its privileges must still read
+    (dnsmasq's hosts): under /run/slapnode when we are root (tmpfs: gone at reboot,
+    like the processes), named after ``key`` (a data or state directory, private)."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256(str(Path(key).resolve()).encode()).hexdigest()[:12]
+    base = Path("/run/slapnode") if os.geteuid() == 0 else Path(key)
+    path = base / f"{kind}-{digest}"
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in (base, path):
+        os.chmod(directory, 0o755)
+    return path
+
+
 def clean_env(home, **extra):
     """The environment of everything started as another user: nothing of ours leaks."""
     env = {"PATH": CLEAN_PATH, "HOME": str(home), "LANG": "C.UTF-8",

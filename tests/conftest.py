@@ -36,6 +36,12 @@ def require_lxc():
     pytest.skip("LXC is not installed (lxc-execute missing; apt-get install lxc)")
 
 
+def published(view):
+    """An instance's connection parameters as its instance published them (the master
+    adds the instance's DNS name as ``hostname``)."""
+    return {k: v for k, v in (view.get("connection") or {}).items() if k != "hostname"}
+
+
 def unique_name(prefix="t"):
     return f"{prefix}-{RUN_ID}-{secrets.token_hex(3)}"
 

@@ -83,6 +83,9 @@ def make_node(master, isolation, base, hello, partitions=2):
     assert result.exit_code == 0, result.stderr
     config = nodeconfig.load(path)
     config.software_user, config.state_dir = f"sn{tag}s", str(base / "state")
+    # These nodes live in the machine's own network: their partitions reach nothing
+    # outside (tests/test_network_system.py builds a small internet of its own).
+    config.outbound = "none"
     nodeconfig.save(config, path)
     client = Client(master.url, config.credential, retries=0)
     fmt.reconcile(config, client)

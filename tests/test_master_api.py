@@ -13,7 +13,7 @@ from slapnode.errors import MasterError
 
 from slapnode.client import Client
 
-from .conftest import unique_name
+from .conftest import published, unique_name
 
 
 def add_release(master, schema=None, title=None):
@@ -113,7 +113,7 @@ def test_node_credential_sees_only_its_own_computer(master, make_node):
     assert node_b.instance_on("slappart0") is None
     # node B cannot report on node A's instance: it is not on B's computer
     node_b.report_instance("slappart0", instance["id"], "ready", {"url": "http://evil"})
-    assert master.client(token).show_instance("x")["connection"] == {}
+    assert published(master.client(token).show_instance("x")) == {}
     # a node credential is not a user token, and the reverse
     expect_error(403, master.client(node_a.client.token).list_instances)
     expect_error(403, master.client(token).call, "GET", "/node/desired-state")
@@ -288,7 +288,9 @@ def test_report_makes_the_instance_ready_with_its_connection_parameters(master, 
     node.report_instance("slappart0", instance["id"], "ready", {"url": "http://10.9.0.2:8080/"})
     view = user.show_instance("i")
     assert view["status"] == "ready"
-    assert view["connection"] == {"url": "http://10.9.0.2:8080/"}
+    assert published(view) == {"url": "http://10.9.0.2:8080/"}
+    assert view["connection"]["hostname"] == view["hostname"] == \
+        f"i.{view['hostname'].split('.')[1]}.slapnode.internal"
     assert master.client().show_software(title)["supplies"][0]["status"] == "available"
 
 
@@ -420,7 +422,7 @@ def test_instance_show_waits_until_ready(master, make_node):
     started = time.monotonic()
     view = user.show_instance("w", wait=20)
     reporter.join()
-    assert view["status"] == "ready" and view["connection"] == {"k": "v"}
+    assert view["status"] == "ready" and published(view) == {"k": "v"}
     assert time.monotonic() - started < 5
 
 

@@ -29,7 +29,7 @@ def request_instance(body: InstanceRequest, request: Request):
 
     def run(session):
         instance, changed = instances.request(session, user, *fields, checked=True)
-        return {**instances.view(session, instance), "changed": changed}
+        return {**instances.view(session, instance, master_of(request).naming), "changed": changed}
     return SafeJSONResponse(master.write(run))
 
 
@@ -37,14 +37,14 @@ def request_instance(body: InstanceRequest, request: Request):
 def list_instances(request: Request):
     with master_of(request).read() as session:
         user = user_in(session, request)
-        return [instances.view(session, i) for i in instances.list_for(session, user)]
+        return [instances.view(session, i, master_of(request).naming) for i in instances.list_for(session, user)]
 
 
 def _show(request, title):
     with master_of(request).read() as session:
         user = user_in(session, request)
         instance = instances.get(session, user, title)
-        return instance.id, instances.view(session, instance)
+        return instance.id, instances.view(session, instance, master_of(request).naming)
 
 
 @router.get("/instances/{title:path}")
@@ -74,5 +74,5 @@ def change_instance(body: StateChange, request: Request, title: str):
     def run(session):
         user = user_in(session, request)
         instance, changed = instances.change_state(session, user, title, body.state)
-        return {**instances.view(session, instance), "changed": changed}
+        return {**instances.view(session, instance, master_of(request).naming), "changed": changed}
     return master_of(request).write(run)

@@ -58,7 +58,7 @@ def partitions(body: PartitionReport, request: Request):
 def _document(master, computer_id):
     with master.read() as session:
         computer = session.get(Computer, computer_id)
-        doc = computers.desired_state(session, computer)
+        doc = computers.desired_state(session, computer, master.naming)
     master.board.seed(computer_key(computer_id), doc["revision"])
     return doc
 

@@ -22,7 +22,9 @@ def group():
               help="Where the master keeps its database and admin token.")
 @click.option("--db", "db_url", metavar="URL",
               help="SQLAlchemy URL (default: SQLite in DATA_DIR), e.g. postgresql+psycopg://...")
-def init(data_dir, db_url):
+@click.option("--domain", metavar="ZONE",
+              help="DNS zone of instance names [slapnode.internal]; kept for later runs.")
+def init(data_dir, db_url, domain):
     """Create (or upgrade) the master's database; print the admin token last.
 
     Safe to run again: nothing is wiped, and the same admin token is printed.
@@ -31,11 +33,12 @@ def init(data_dir, db_url):
     Example:
       slapnode master init --data-dir /var/lib/slapnode/master
       slapnode master init --data-dir ./m --db postgresql+psycopg://slap:pw@localhost/slapnode
+      slapnode master init --data-dir ./m --domain grid.example.org
     """
     from ..master import service
 
     try:
-        url, token = service.init(data_dir, db_url)
+        url, token = service.init(data_dir, db_url, domain)
     except Exception as exc:
         raise _db_error(exc, db_url) from None
     where = "SQLite in " + data_dir if url.startswith("sqlite") else url.split("@")[-1]
@@ -71,17 +74,23 @@ def _db_error(exc, db_url):
               help="Address to serve on.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(data_dir, db_url, listen, log_level):
+@click.option("--dns", metavar="HOST:PORT",
+              help="Also serve the zone of instance names here (dnsmasq), for nodes and "
+                   "for a site's delegation.")
+@click.option("--dns-advertise", metavar="HOST:PORT",
+              help="Where nodes reach that DNS server [the --dns address].")
+def serve(data_dir, db_url, listen, log_level, dns, dns_advertise):
     """Serve the JSON API under /api/v1 and the shipped releases under /software-releases/.
 
     \b
     Example:
       slapnode master serve --data-dir /var/lib/slapnode/master --listen 0.0.0.0:8480
+      slapnode master serve --data-dir /var/lib/slapnode/master --dns 192.0.2.10:53
     """
     from ..master import service
 
     host, port = parse_listen(listen)
     try:
-        service.serve(data_dir, db_url, host, port, log_level)
+        service.serve(data_dir, db_url, host, port, log_level, dns, dns_advertise)
     except Exception as exc:
         raise _db_error(exc, db_url) from None

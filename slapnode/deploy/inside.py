@@ -183,7 +183,17 @@ def apply(request):
 
     answer["declared"] = [p["name"] for p in promises.declared(root)]
     answer["connection"], answer["shared"] = published(root)
+    answer["forwards"] = forwards(root)
     return answer
+
+
+def forwards(root):
+    """{name: partition port} the instance asks to publish on the node (etc/forward)."""
+    found = {}
+    for name, record in json_files(root, "etc/forward", 4096):
+        if isinstance(record, dict) and isinstance(record.get("port"), int):
+            found[name[:-len(".json")]] = record["port"]
+    return found
 
 
 def promises_now(request):

@@ -40,6 +40,11 @@ LOG_CAP = 1 << 20               # the container's own log is cut back beyond thi
 processes_of = user_processes      # (re-exported: tests and benchmarks use it here)
 
 
+def veth_name(uid):
+    """The host side of a partition container's veth (a port of the node's bridge)."""
+    return f"sv{uid}"
+
+
 def kill_all(uid, wait=5.0):
     """SIGKILL every process running as ``uid``; wait until they are gone."""
     deadline = time.monotonic() + wait
@@ -100,9 +105,10 @@ class UserIsolation:
     def __init__(self, config):
         self.config = config
 
-    def ensure_running(self, part, services=False):
+    def ensure_running(self, part, services=False, hostname=None, zone=""):
         """With ``services``, the partition's supervisord (started if it does not
-        answer). True when supervisord runs or is starting."""
+        answer). True when supervisord runs or is starting. (Partitions share the
+        machine's own resolver and host name: there is no container to name.)"""
         if not services:
             return False
         if supervisor.alive(part.root, uid=part.uid):
@@ -153,12 +159,14 @@ class LxcIsolation:
     def config_path(self, part):
         return self.state() / f"{self.container(part)}.conf"
 
-    def render(self, part):
+    def render(self, part, hostname=None):
         """The container's configuration (pure apart from reading the cgroup layout)."""
         c = self.config
         v6 = c.ipv6_network
+        uts = hostname if hostname and len(hostname) <= 64 else \
+            (hostname.split(".")[0] if hostname else part.reference)
         lines = [
-            f"lxc.uts.name = {part.reference}",
+            f"lxc.uts.name = {uts}",
             f"lxc.init.uid = {part.uid}",
             f"lxc.init.gid = {part.gid}",
             "lxc.console.path = none",
@@ -172,18 +180,18 @@ class LxcIsolation:
             "lxc.net.0.type = veth",
             f"lxc.net.0.link = {c.bridge}",
             "lxc.net.0.flags = up",
-            f"lxc.net.0.veth.pair = sv{part.uid}",
+            f"lxc.net.0.veth.pair = {veth_name(part.uid)}",
             f"lxc.net.0.ipv4.address = {part.ipv4}/{c.ipv4_network.prefixlen}",
             f"lxc.net.0.ipv4.gateway = {nodeconfig.gateway_v4(c)}",
             f"lxc.net.0.ipv6.address = {part.ipv6}/{v6.prefixlen if c.ipv6_source != 'global' else 128}",
             f"lxc.net.0.ipv6.gateway = {nodeconfig.gateway_v6(c) if c.ipv6_source != 'global' else 'auto'}",
         ]
-        # The partition knows its own name, and name lookups fail at once instead of
-        # waiting for a name server the partition cannot reach (no outbound network).
+        # The partition's own /etc/hosts (its name first) and resolv.conf (the node's
+        # resolver: instance names, then upstream; docs/network.md).
         state = self.state()
         lines += [
             f"lxc.mount.entry = {state / (self.container(part) + '.hosts')} etc/hosts none bind,ro,create=file 0 0",
-            f"lxc.mount.entry = {state / 'resolv.conf'} etc/resolv.conf none bind,ro,create=file 0 0",
+            f"lxc.mount.entry = {state / (self.container(part) + '.resolv.conf')} etc/resolv.conf none bind,ro,create=file 0 0",
         ]
         memory = c.memory_limit_mb * 1024 * 1024
         period = 100000
@@ -203,24 +211,24 @@ class LxcIsolation:
                                 capture_output=True, text=True)
         return result.stdout.strip() == "RUNNING"
 
-    def ensure_running(self, part, services=False):
+    def ensure_running(self, part, services=False, hostname=None, zone=""):
         """The partition's container, started if it is not running: with its
         supervisord as first process when ``services`` (the services start while
-        the deployment enters), else with a placeholder. True when supervisord
-        runs or is starting."""
+        the deployment enters), else with a placeholder; named ``hostname`` (its
+        instance's name in DNS). True when supervisord runs or is starting."""
         if self.running(part):
             return supervisor.alive(part.root, uid=part.uid)
+        from ..format import dns
+
         state = self.state()
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = self.container(part)
+        names = " ".join(filter(None, (hostname, part.reference)))
         (state / f"{name}.hosts").write_text(
-            f"127.0.0.1 localhost\n::1 localhost\n{part.ipv4} {part.reference}\n"
-            f"{part.ipv6} {part.reference}\n")
-        (state / "resolv.conf").write_text(
-            "# slapnode partitions have no name server: lookups fail at once\n"
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+            f"{part.ipv4} {names}\n{part.ipv6} {names}\n127.0.0.1 localhost\n::1 localhost\n")
+        (state / f"{name}.resolv.conf").write_text(dns.resolv_conf(self.config, zone))
         path = self.config_path(part)
-        path.write_text(self.render(part))
+        path.write_text(self.render(part, hostname))
         log = state / f"{name}.log"
         for kept in (log, state / f"{name}.out"):       # bounded: cut back at each start
             if kept.exists() and kept.stat().st_size > LOG_CAP:

@@ -90,6 +90,7 @@ def overrides(config, part, instance):
             "ipv4": part.ipv4, "ipv6": part.ipv6, "partition-root": str(part.root),
             "software-root": str(sr_dir), "user": part.user,
             "uid": str(part.uid), "gid": str(part.gid),
+            "hostname": instance.get("hostname") or part.reference,
             "parameters": json.dumps(parameters, sort_keys=True),
             "shared-instances": json.dumps(instance.get("shared_instances") or [], sort_keys=True),
         },
@@ -147,6 +148,14 @@ def clean_programs(programs):
     return result
 
 
+def _forwards(value):
+    """{name: TCP port} a partition asks to publish, checked."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(name)[:64]: port for name, port in list(value.items())[:16]
+            if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536}
+
+
 def _names(value):
     if not isinstance(value, list):
         return []
@@ -165,6 +174,7 @@ class Applied:
     declared: list
     connection: dict
     shared: dict
+    forwards: dict
 
 
 def applied_from(answer):
@@ -183,15 +193,17 @@ def applied_from(answer):
                    running=answer.get("running") is True,
                    promises=clean_promises(answer.get("promises")),
                    declared=_names(answer.get("declared")),
+                   forwards=_forwards(answer.get("forwards")),
                    connection=clean_parameters(answer.get("connection")),
                    shared=shared)
 
 
 class Partition:
-    def __init__(self, config, part, isolation):
+    def __init__(self, config, part, isolation, zone=""):
         self.config = config
         self.part = part
         self.isolation = isolation
+        self.zone = zone
 
     @property
     def root(self):
@@ -202,7 +214,8 @@ class Partition:
         """Deploy the instance (``deploy``), run its services (``supervise``), wait up to
         ``wait`` s for it to settle; all inside the partition. Returns ``Applied``."""
         self.write_supervisor_conf()
-        started = self.isolation.ensure_running(self.part, services=supervise)
+        started = self.isolation.ensure_running(self.part, services=supervise,
+                                                hostname=instance.get("hostname"), zone=self.zone)
         request = {"root": str(self.root), "reference": self.part.reference,
                    "supervise": supervise, "spawn": supervise and not started,
                    "restart": restart, "retry_fatal": retry_fatal, "wait": wait}

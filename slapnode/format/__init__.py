@@ -127,9 +127,19 @@ def reconcile(config, client=None, remove_all=False, progress=None, force=False)
     if outcome.added:
         say(f"created {len(outcome.added)} partitions: {_span(outcome.added)}")
 
-    # 3. network
+    # 3. network: interfaces and addresses, then slapnode's packet rules and resolver
     with network.open_ipr(config.netns) as ipr:
         _reconcile_network(ipr, config, target, remove_all, outcome, created, existing)
+    from . import dns, firewall
+
+    if remove_all:
+        dns.stop(config, forget=True)
+        firewall.remove(config)
+        firewall.restore_forwarding(config)
+    else:
+        from ..deploy.forwards import Forwards
+
+        firewall.apply(config, Forwards(config).all())
 
     for index in partition_plan.remove:
         users.remove_tree(config.partition_path(index))

@@ -6,7 +6,9 @@ partition) and write small declarations the node agent reads:
 * ``etc/supervisor.d/<part>.conf``: a supervisor program (``service``);
 * ``etc/promise/<part>.json``: a health check (``promise``);
 * ``etc/publish/<part>.json``: connection parameters (``publish``);
-* ``etc/.passwords/<part>``: a password made once and kept (``password``).
+* ``etc/.passwords/<part>``: a password made once and kept (``password``);
+* ``etc/forward/<part>.json``: a TCP port to publish on the node's IPv4 (``forward``);
+* a supervisor program relaying between IPv4 and IPv6 (``redirect``).
 """
 
 import json
@@ -69,6 +71,58 @@ class Service(Recipe):
             "stdout_logfile_backups = 2",
         ]
         return [_write(root / "etc" / "supervisor.d" / f"{self.name}.conf", "\n".join(lines) + "\n")]
+
+    update = install
+
+
+def _endpoint(text, what):
+    """``HOST:PORT`` or ``[IPV6]:PORT`` -> (host, port, is_ipv6)."""
+    import ipaddress
+
+    host, sep, port = text.strip().rpartition(":")
+    try:
+        number = int(port)
+        if not sep or not 0 < number < 65536:
+            raise ValueError
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise RecipeError(f"{what} {text.strip()!r}: expected IPV4:PORT or [IPV6]:PORT") from None
+    return str(address), number, address.version == 6
+
+
+class Redirect(Service):
+    """Relay a TCP service to another address of the partition, across IPv4 and IPv6:
+    ``source = [IPV6]:PORT`` (where to listen), ``target = IPV4:PORT`` (where the
+    service listens), or the other way round. Runs Debian's socat under the
+    partition's supervisord."""
+
+    def install(self):
+        host, port, six = _endpoint(self.require("source"), "source")
+        thost, tport, tsix = _endpoint(self.require("target"), "target")
+        listen = f"TCP6-LISTEN:{port},bind=[{host}],ipv6only=1" if six else \
+            f"TCP4-LISTEN:{port},bind={host}"
+        connect = f"TCP6:[{thost}]:{tport}" if tsix else f"TCP4:{thost}:{tport}"
+        self.options = {**self.options,
+                        "command": f"/usr/bin/socat {listen},reuseaddr,fork {connect}"}
+        return super().install()
+
+    update = install
+
+
+class Forward(Recipe):
+    """Publish the partition's TCP ``port`` on the node's own IPv4 address, for users
+    on IPv4-only networks: the node picks a port of ``[network] forward_ports`` and
+    the instance publishes ``NODE-IP:PORT`` under this part's name."""
+
+    def install(self):
+        try:
+            port = int(self.require("port"))
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            raise RecipeError(f"[{self.name}] port {self.options.get('port')!r} is not a TCP port") from None
+        return [_write(self.context.directory / "etc" / "forward" / f"{self.name}.json",
+                       json.dumps({"port": port}))]
 
     update = install
 
