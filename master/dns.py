@@ -34,7 +34,8 @@ def parse_listen(text):
 
 def hosts_text(rows, zone):
     """The hosts file: one ``IPV6 FQDN`` line per placed instance. Pure."""
-    lines = [f"{ipv6} {relative}.{zone}" for relative, ipv6 in sorted(rows) if relative and ipv6]
+    lines = [f"{ipv6} {relative}.{zone}"
+             for relative, ipv6 in sorted(r for r in rows if r[0] and r[1])]
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -51,9 +51,8 @@ def upstream(config):
 def hosts_text(entries):
     """The hosts file of this node's instances: [(fqdn, ipv4, ipv6)] -> text. Pure."""
     lines = []
-    for name, ipv4, ipv6 in sorted(entries):
-        if name:
-            lines += [f"{ipv4} {name}", f"{ipv6} {name}"]
+    for name, ipv4, ipv6 in sorted(e for e in entries if e[0]):
+        lines += [f"{ipv4} {name}", f"{ipv6} {name}"]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
