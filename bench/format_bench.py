@@ -191,6 +191,7 @@ def main():
     slapos_sizes = {int(s) for s in args.slapos_sizes.split(",") if s}
 
     tmp = Path(tempfile.mkdtemp(prefix="slapnode-bench-format-"))
+    os.chmod(tmp, 0o755)          # the partition users must reach their homes under it
     proc = None
     results = {}
     try:

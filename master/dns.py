@@ -25,13 +25,6 @@ from .models import Instance, Partition
 REWRITE_EVERY = 0.5
 
 
-def parse_listen(text):
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise SlapnodeError(f"--dns {text!r}: expected HOST:PORT, e.g. 192.0.2.10:53")
-    return host.strip("[]"), int(port)
-
-
 def hosts_text(rows, zone):
     """The hosts file: one ``IPV6 FQDN`` line per placed instance. Pure."""
     lines = [f"{ipv6} {relative}.{zone}"
@@ -55,10 +48,11 @@ def dnsmasq_args(zone, host, port, hosts_dir, pid_file):
 
 class ZoneServer:
     def __init__(self, master, data_dir, listen):
+        """``listen``: (host, port)."""
         if not shutil.which("dnsmasq"):
             raise SlapnodeError("--dns needs dnsmasq (apt-get install dnsmasq-base)")
         self.master = master
-        self.host, self.port = parse_listen(listen)
+        self.host, self.port = listen
         from slapnode.proc import runtime_dir
 
         # dnsmasq reads the zone after dropping its privileges: not in the 0700 data dir

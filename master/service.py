@@ -156,7 +156,7 @@ def _server_class():
 
 def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns=None,
           dns_advertise=None):
-    """Serve the API; with ``dns`` (HOST:PORT) also the zone of instance names, which
+    """Serve the API; with ``dns`` ((host, port)) also the zone of instance names, which
     nodes reach at ``dns_advertise`` (default: the same address)."""
     import uvicorn
 
@@ -174,9 +174,7 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
     zone = check_zone(dbmod.read_settings(data_dir).get("domain") or DEFAULT_ZONE)
     servers = []
     if dns:
-        from .dns import parse_listen as parse_dns
-
-        dns_host, dns_port = parse_dns(dns_advertise or dns)
+        dns_host, dns_port = dns_advertise or dns
         if dns_host in ("0.0.0.0", "::"):
             raise SlapnodeError("--dns listens on every address: give the address nodes reach "
                                 "it at with --dns-advertise HOST:PORT")

@@ -293,3 +293,22 @@ def test_master_init_keeps_its_data_directory_private(tmp_path):
     os.chmod(data, 0o755)                           # drifted: init makes it private again
     assert run_cli(["master", "init", "--data-dir", str(data)]).exit_code == 0
     assert data.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("option,value", [("--dns", "nonsense"), ("--dns", ":53"),
+                                          ("--dns", "127.0.0.1:70000"),
+                                          ("--dns-advertise", "nowhere")])
+def test_bad_dns_address_is_a_usage_error(tmp_path, option, value):
+    args = ["master", "serve", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:1"]
+    if option == "--dns-advertise":
+        args += ["--dns", "127.0.0.1:5353"]
+    result = run_cli(args + [option, value])
+    assert result.exit_code == 2 and f"{option} {value!r}: expected HOST:PORT" in result.stderr
+
+
+@pytest.mark.parametrize("zone", ["Bad_Zone", "a..b", "-x.test", "x" * 64 + ".test"])
+def test_a_domain_that_is_no_dns_zone_is_refused_and_nothing_is_made(tmp_path, zone):
+    data = tmp_path / "m"
+    result = run_cli(["master", "init", "--data-dir", str(data), "--domain", zone])
+    assert result.exit_code == 2 and "is not a DNS zone" in result.stderr
+    assert not data.exists() or not any(data.iterdir())

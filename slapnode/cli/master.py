@@ -5,11 +5,18 @@ import click
 from ..errors import UsageError
 
 
+def parse_address(text, option, example, default_host=None):
+    """``HOST:PORT`` or ``[IPV6]:PORT`` given to ``option`` -> (host, port); a usage error
+    naming the option and an example otherwise. Without ``default_host``, HOST is needed."""
+    host, sep, port = (text or "").rpartition(":")
+    host = host.strip("[]") or default_host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{option} {text!r}: expected HOST:PORT, e.g. {example}")
+    return host, int(port)
+
+
 def parse_listen(text):
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8480")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    return parse_address(text, "--listen", "127.0.0.1:8480", default_host="127.0.0.1")
 
 
 @click.group("master")
@@ -90,6 +97,9 @@ def serve(data_dir, db_url, listen, log_level, dns, dns_advertise):
     from ..master import service
 
     host, port = parse_listen(listen)
+    dns = dns and parse_address(dns, "--dns", "192.0.2.10:53")
+    dns_advertise = dns_advertise and parse_address(dns_advertise, "--dns-advertise",
+                                                    "192.0.2.10:53")
     try:
         service.serve(data_dir, db_url, host, port, log_level, dns, dns_advertise)
     except Exception as exc:
