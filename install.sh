@@ -25,9 +25,10 @@ apt_install() {
 
 # Runtime: Python with venv, a compiler for wheels that may need one, curl for the demo,
 # the shadow suite for partition users, iproute2, LXC for the partitions' containers,
-# and the tools the software releases' recipes use (make, patch, dpkg-deb, apt).
+# and the tools the software releases' recipes use (make, patch, dpkg-deb, apt, and
+# patchelf to make Debian packages from another suite run from a release).
 apt_install python3 python3-venv python3-dev gcc libc6-dev make patch curl ca-certificates \
-  passwd iproute2 lxc nftables dnsmasq-base socat
+  passwd iproute2 lxc nftables dnsmasq-base socat patchelf
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   /usr/bin/python3 -m venv .venv

@@ -66,6 +66,16 @@ def test_outbound_internet_refuses_private_ranges_and_masquerades():
     assert "ip daddr 10.231.0.1 meta l4proto { tcp, udp } th dport 53 accept" in rules
 
 
+def test_partitions_reach_each_others_ipv6_on_the_bridge_even_through_br_netfilter():
+    """Bridged frames reach the inet forward hook where br_netfilter is loaded: IPv6
+    between partitions is accepted before the outbound policy and the inbound drop."""
+    for outbound in ("internet", "none", "192.0.2.0/24 443"):
+        forward = firewall.ruleset(config(outbound=outbound)).split("chain forward")[1].split("}")[0]
+        rules = [line.strip() for line in forward.strip().splitlines()[2:]]
+        assert rules[0] == 'iifname "snbx" oifname "snbx" meta nfproto ipv6 accept'
+        assert rules[1] == 'iifname "snbx" jump from_partitions'
+
+
 def test_outbound_none_and_allow_lists():
     closed = firewall.ruleset(config(outbound="none"))
     section = closed.split("chain from_partitions")[1].split("}")[0]

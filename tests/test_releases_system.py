@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from slapnode.software import software_dir
 
 from .conftest import require_lxc, unique_name
 from .test_instances_system import _teardown
@@ -54,8 +53,7 @@ def redis_node(master, base):
 
 def redis_cli(node, view, *args, password=None):
     conn = view["connection"]
-    sr = software_dir(node.config.software_root, node.hello)
-    env = {"LD_LIBRARY_PATH": f"{sr}/parts/redis/usr/lib/x86_64-linux-gnu", "PATH": "/usr/bin:/bin"}
+    env = {"PATH": "/usr/bin:/bin"}         # the published redis-cli runs as it is
     cmd = [conn["redis_cli"], "-h", conn["redis_ip"], "-p", conn["redis_port"]]
     if password:
         cmd += ["--no-auth-warning", "-a", password]
@@ -119,8 +117,7 @@ def settle(node, title, seconds=60):
 
 def boinccmd(node, view, *args):
     conn = view["connection"]
-    sr = software_dir(node.config.software_root, node.hello)
-    env = {"LD_LIBRARY_PATH": f"{sr}/parts/boinc/usr/lib/x86_64-linux-gnu", "PATH": "/usr/bin:/bin"}
+    env = {"PATH": "/usr/bin:/bin"}         # the published boinccmd runs as it is
     return subprocess.run([conn["boinccmd"], "--host", f"{conn['remote_host']}:{conn['rpc_port']}",
                            "--passwd", conn["rpc_passwd"], *args],
                           capture_output=True, text=True, env=env, timeout=20)
@@ -141,8 +138,7 @@ def test_boinc_client_answers_its_gui_rpc_and_shows_an_offline_attach(master, ba
         wrong = subprocess.run([view["connection"]["boinccmd"], "--host",
                                 f"{view['connection']['remote_host']}:31416", "--passwd", "wrong",
                                 "--get_project_status"], capture_output=True, text=True, timeout=20,
-                               env={"LD_LIBRARY_PATH": str(software_dir(node.config.software_root, node.hello))
-                                    + "/parts/boinc/usr/lib/x86_64-linux-gnu"})
+                               env={"PATH": "/usr/bin:/bin"})
         assert "Authorization failure" in wrong.stdout + wrong.stderr
 
         node.request("worker", parameters={"boinc-project-url": "http://boinc.example.invalid/project/",
@@ -159,56 +155,129 @@ def test_boinc_client_answers_its_gui_rpc_and_shows_an_offline_attach(master, ba
         _teardown(node)
 
 
-def in_partition(node, part, command, env):
-    """Run ``command`` as the partition user where its services run (its container)."""
-    if node.config.isolation == "lxc":
-        return subprocess.run(["lxc-attach", "-n", f"slapnode-{part.user}", "--", "env",
-                               *[f"{k}={v}" for k, v in env.items()], *command],
-                              capture_output=True, text=True, timeout=60, cwd=part.root)
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=part.root,
-                          user=part.uid, group=part.gid, env={"PATH": "/usr/bin:/bin", **env})
+def in_partition(node, part, command, timeout=60):
+    """Run ``command`` as the partition user inside its container, where its services run."""
+    return subprocess.run(["lxc-attach", "-n", f"slapnode-{part.user}", "-u", str(part.uid),
+                           "-g", str(part.gid), "--clear-env", "--", "/bin/sh", "-c",
+                           f"cd {part.root} && {command}"],
+                          capture_output=True, text=True, timeout=timeout)
 
 
-def test_condor_pool_runs_a_submitted_job(master, base):
-    """Manager and worker on one node; a job submitted with condor_submit runs and its
-    output comes back. Skipped, saying why, where HTCondor's daemons cannot be obtained."""
+JOB = """executable = /bin/sh
+arguments = "-c 'echo hello from `hostname`'"
+transfer_executable = false
+output = {out}
+error = {out}.err
+log = {out}.log
+should_transfer_files = YES
+when_to_transfer_output = ON_EXIT
+queue
+"""
+
+
+def submit_and_wait(node, part, view, name, seconds=120):
+    """condor_submit through the published launcher, then the job's output."""
     import time
 
-    url = catalog(master, "condor")
-    node = make_node(master, ISOLATION, base, url, partitions=2)
-    try:
-        from slapnode.software.supply import SoftwarePass
+    jobs = part.root / "srv" / "jobs"
+    made = in_partition(node, part, f"mkdir -p {jobs} && cat > {jobs}/{name}.sub <<'EOF'\n"
+                        + JOB.format(out=f"{jobs}/{name}.out") + "EOF")
+    assert made.returncode == 0, made.stderr
+    submitted = in_partition(node, part, f"{view['connection']['condor_submit']} {jobs}/{name}.sub")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    out = jobs / f"{name}.out"
+    deadline = time.monotonic() + seconds
+    while not (out.exists() and out.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert out.exists() and out.read_text().startswith("hello from "), \
+        in_partition(node, part, f"{view['connection']['condor_bin']}/condor_q -better-analyze").stdout[-2000:]
+    return out.read_text().strip()
 
+
+def condor_logs(part, lines=15):
+    """The tail of a partition's HTCondor daemon logs, for a failure's message."""
+    text = []
+    for log in sorted((part.root / "srv" / "condor" / "log").glob("*Log")):
+        text.append(f"== {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(text)
+
+
+def condor(node, part, view, tool, *args):
+    quoted = " ".join(f"'{a}'" for a in args)
+    return in_partition(node, part, f"{view['connection']['condor_bin']}/{tool} {quoted}")
+
+
+def test_condor_pools_run_jobs_in_partitions_of_one_node(master, base):
+    """From Debian 13's packages, relocated: a personal pool runs a job; a manager and
+    a worker in two partitions make a pool whose job runs on the worker; a partition
+    that is not in the pool cannot submit to it; a destroyed worker leaves the pool and
+    a destroyed manager stops cleanly."""
+    import time
+
+    from slapnode.software.supply import SoftwarePass
+
+    url = catalog(master, "condor")
+    node = make_node(master, ISOLATION, base, url, partitions=3)
+    try:
         result = SoftwarePass(node.config, node.client).ensure(url)
-        if result.status != "available" and result.how.startswith("cannot download "):
-            pytest.skip(f"HTCondor's daemons cannot be downloaded here: {result.how[:200]}")
         assert result.status == "available", f"the condor release failed to build: {result.how}"
-        node.request("pool", type="manager")
+
+        node.request("solo", parameters={"condor-role": "personal"})
+        node.passes()
+        solo = settle(node, "solo", seconds=120)
+        assert solo["status"] == "ready", solo["reason"]
+        solo_part = node.part(solo["partition"])
+        assert submit_and_wait(node, solo_part, solo, "alone").startswith("hello from")
+
+        node.request("pool", type="manager", parameters={"condor-collector-name": "grid1"})
         node.passes()
         manager = settle(node, "pool", seconds=120)
         assert manager["status"] == "ready", manager["reason"]
-        host = manager["connection"]["condor_host"]
-        node.request("w1", type="worker", parameters={"condor-host": host})
+        conn = manager["connection"]
+        assert conn["condor_instance_type"] == "manager" and conn["condor_token"].count(".") == 2
+        node.request("w1", type="worker", parameters={"condor-host": conn["condor_host"],
+                                                      "condor-token": conn["condor_token"],
+                                                      "condor-collector-name": "grid1"})
         node.passes()
         worker = settle(node, "w1", seconds=120)
-        assert worker["status"] == "ready", worker["reason"]
-        assert worker["connection"]["condor_instance_type"] == "worker"
-        part = node.part(manager["partition"])
-        job = part.root / "srv" / "job.sub"
-        job.write_text(f"executable = /bin/echo\narguments = hello from condor\n"
-                       f"output = {part.root}/srv/job.out\nerror = {part.root}/srv/job.err\n"
-                       f"log = {part.root}/srv/job.log\nshould_transfer_files = YES\n"
-                       "when_to_transfer_output = ON_EXIT\nqueue\n")
-        os.chown(job, part.uid, part.gid)
-        sr = software_dir(node.config.software_root, url)
-        env = {"CONDOR_CONFIG": str(part.root / "etc" / "condor_config"),
-               "PATH": f"{sr}/parts/condor/bin:/usr/bin:/bin"}
-        submitted = in_partition(node, part, ["condor_submit", str(job)], env)
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-        out = part.root / "srv" / "job.out"
-        deadline = time.monotonic() + 300
-        while not (out.exists() and out.read_text().strip()) and time.monotonic() < deadline:
-            time.sleep(2)
-        assert out.read_text().strip() == "hello from condor"
+        assert worker["status"] == "ready", (worker["reason"], condor_logs(node.part(worker["partition"])))
+        manager_part, worker_part = node.part(manager["partition"]), node.part(worker["partition"])
+        slots = condor(node, manager_part, manager, "condor_status", "-af", "Name", "SlapnodePartition")
+        assert slots.returncode == 0, slots.stderr
+        assert f"{worker_part.user}@{node.config.name}" in slots.stdout, slots.stdout
+        machines = {line.split()[0].split("@", 1)[1] for line in slots.stdout.splitlines()
+                    if line.strip()}
+
+        output = submit_and_wait(node, manager_part, manager, "pooled")
+        history = condor(node, manager_part, manager, "condor_history", "-af", "LastRemoteHost")
+        # the job ran in a slot of the worker's (slot1_1@ of the partitionable slot1@)
+        assert history.stdout.strip().split("@", 1)[1] in machines, (history.stdout, machines)
+        assert output == f"hello from {history.stdout.strip().split('@', 1)[1]}"
+
+        # an unrelated partition (the personal pool's, with a token of its own pool)
+        # cannot submit to the manager's schedd
+        intruder = in_partition(node, solo_part, f"{solo['connection']['condor_submit']} "
+                                f"-pool '{conn['condor_host']}:9618' -remote "
+                                f"\"$({solo['connection']['condor_bin']}/condor_status -pool "
+                                f"'{conn['condor_host']}:9618' -schedd -af Name | head -1)\" "
+                                f"{solo_part.root}/srv/jobs/alone.sub")
+        assert intruder.returncode != 0, intruder.stdout
+        queue = condor(node, manager_part, manager, "condor_q", "-allusers", "-af", "Owner")
+        assert solo_part.user not in queue.stdout
+
+        node.user_client.change_instance("w1", "destroyed")
+        node.passes()
+        deadline = time.monotonic() + 10        # one update interval (5 s) and some
+        while time.monotonic() < deadline:
+            slots = condor(node, manager_part, manager, "condor_status", "-af", "SlapnodePartition")
+            if worker_part.user not in slots.stdout:
+                break
+            time.sleep(0.5)
+        assert worker_part.user not in slots.stdout, slots.stdout
+
+        node.user_client.change_instance("pool", "destroyed")
+        node.passes()
+        left = subprocess.run(["pgrep", "-u", str(manager_part.uid)], capture_output=True, text=True)
+        assert left.stdout.strip() == "", "condor processes left after the manager was destroyed"
     finally:
         _teardown(node)

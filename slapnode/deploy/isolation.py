@@ -127,10 +127,12 @@ class UserIsolation:
         return proc.run(INSIDE + [command], json.dumps(request).encode(), timeout, ANSWER_CAP,
                         cwd=part.root, env=env, **drop)
 
-    def stop(self, part, graceful=True):
+    def stop(self, part, graceful=True, grace=10.0):
+        """Stop the partition's processes: with ``graceful``, services get their stop
+        signal and up to ``grace`` seconds first; then whatever is left is killed."""
         if graceful:        # services get their stop signal and stop-wait first
             supervisor.shutdown(part.root, uid=part.uid)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + grace
             while supervisor.alive(part.root, uid=part.uid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         kill_all(part.uid)
@@ -258,9 +260,9 @@ class LxcIsolation:
         return proc.run(argv, json.dumps(request).encode(), timeout, ANSWER_CAP,
                         cwd=part.root, env=proc.clean_env("/root"))
 
-    def stop(self, part, graceful=True):
+    def stop(self, part, graceful=True, grace=None):
         if graceful:
-            supervisor.stop_all(part.root, uid=part.uid)
+            supervisor.stop_all(part.root, uid=part.uid, timeout=grace)
         subprocess.run(["lxc-stop", "-n", self.container(part), "--kill"],
                        capture_output=True, timeout=30)
         kill_all(part.uid)

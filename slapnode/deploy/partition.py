@@ -24,6 +24,7 @@ from . import supervisor
 
 DEPLOY_TIMEOUT = 900.0          # an instance profile that runs longer than this is stopped
 PROMISE_TIMEOUT = 130.0         # every promise runs at once; each is capped at 60 s
+DESTROY_GRACE = 3.0             # seconds a destroyed partition's services get to stop
 MAX_VALUE = 64 << 10            # a published value longer than this is cut
 MAX_KEYS = 1000
 
@@ -281,10 +282,11 @@ class Partition:
 
     def destroy(self):
         """Stop everything and leave the partition as format made it, empty.
-        No graceful stop: whatever the services would save is wiped anyway. The
-        wipe goes through descriptors: a link left in the partition is removed,
-        never followed."""
-        self.isolation.stop(self.part, graceful=False)
+        Services get their stop signal and a short grace (DESTROY_GRACE), so that they
+        can say goodbye (a Condor worker leaves its pool) but never hold a destroy up;
+        what they would save is wiped anyway. The wipe goes through descriptors: a link
+        left in the partition is removed, never followed."""
+        self.isolation.stop(self.part, graceful=True, grace=DESTROY_GRACE)
         safefs.empty_dir(self.root)
         self._repair_skeleton()
 

@@ -207,9 +207,11 @@ def start_all(root, include_fatal=False, uid=None):
                 pass
 
 
-def stop_all(root, uid=None):
+def stop_all(root, uid=None, timeout=None):
+    """Every program stopped with its stop signal, waiting for them (at most
+    ``timeout`` seconds when given; the caller kills what is left)."""
     try:
-        proxy(root, uid=uid).supervisor.stopAllProcesses(True)
+        proxy(root, timeout=timeout or 10, uid=uid).supervisor.stopAllProcesses(True)
     except (OSError, xmlrpc.client.Error):
         pass
 

@@ -16,7 +16,8 @@ What the rules say (docs/network.md has the picture):
 * ``outbound``: ``internet`` (anything but private, link-local, ULA, loopback
   and multicast ranges), ``none``, or an allow list of networks and ports;
 * partitions reach nothing of the node itself but its DNS resolver, and not
-  each other's private IPv4 (unless the allow list covers the node's range);
+  each other's private IPv4 (unless the allow list covers the node's range); they
+  reach each other's IPv6, also where br_netfilter hands bridged frames to us;
 * nothing enters a partition unasked but its global IPv6 services and the
   ports forwarded to it (DNAT from the node's public IPv4).
 """
@@ -111,7 +112,11 @@ def ruleset(config, forwards=(), public_ipv4="", ports=()):
         into.append(f"ip6 daddr {v6} accept")          # services published on global IPv6
     into.append("drop")
 
-    forward = [f"iifname {br} jump from_partitions", f"oifname {br} jump into_partitions"]
+    # Partitions reach each other's IPv6 (their public face) on the bridge. Bridged
+    # frames come here only where br_netfilter is loaded (Docker, some LXC set-ups),
+    # and would otherwise meet the outbound policy and the inbound drop.
+    forward = [f"iifname {br} oifname {br} meta nfproto ipv6 accept",
+               f"iifname {br} jump from_partitions", f"oifname {br} jump into_partitions"]
 
     dnat = [f"ip daddr {public_ipv4} tcp dport {f.node_port} dnat ip to {f.ipv4}:{f.port}"
             for f in sorted(forwards, key=lambda f: f.node_port)] if public_ipv4 else []

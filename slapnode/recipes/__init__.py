@@ -111,15 +111,24 @@ class Context:
         self.log.flush()
 
     def run(self, cmd, cwd=None, env=None, shell=False, what=None):
-        """Run a command with its output in the log; a failure names the command."""
-        self.say(f"$ {cmd if shell else ' '.join(map(str, cmd))}")
+        """Run a command with its output in the log; a failure names the command and
+        says the last line it printed (where a script says what to do)."""
+        shown = cmd if shell else " ".join(map(str, cmd))
+        self.say(f"$ {shown}")
         full_env = dict(os.environ)
         full_env.update(env or {})
-        result = subprocess.run(cmd, cwd=cwd, env=full_env, shell=shell, stdout=self.log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise RecipeError(f"{what or 'command'} failed with exit code {result.returncode}: "
-                              f"{cmd if shell else ' '.join(map(str, cmd))}")
+        last = ""
+        with subprocess.Popen(cmd, cwd=cwd, env=full_env, shell=shell, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as process:
+            for raw in process.stdout:
+                self.log.write(raw.decode("utf-8", "replace"))
+                if raw.strip():
+                    last = raw.decode("utf-8", "replace").strip()
+            self.log.flush()
+        if process.returncode != 0:
+            said = f" ({last[:300]})" if last else ""
+            raise RecipeError(f"{what or 'command'} failed with exit code "
+                              f"{process.returncode}{said}: {shown.splitlines()[0][:200] if shown else ''}")
 
     def read_text(self, url, sha256=None, md5sum=None):
         """A text file of the release itself (a template next to the profile).

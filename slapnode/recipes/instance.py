@@ -16,7 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
-from . import Recipe, RecipeError
+from . import Recipe, RecipeError, as_bool
 
 RESERVED = {"recipe", "location", "shared-instance", "serialise", "_buildout_section_name_"}
 
@@ -39,7 +39,10 @@ def _quote(value):
 class Service(Recipe):
     """A long-running process: ``command``; ``environment`` (KEY=VALUE lines);
     ``directory`` (default the partition); ``stop-signal`` (default TERM);
-    ``stop-wait`` seconds (default 10)."""
+    ``stop-wait`` seconds (default 10); ``stop-as-group`` (default true: the stop
+    signal goes to the command's whole process group; false for a program that
+    stops its own children in order, such as condor_master; what is left after
+    ``stop-wait`` is killed as a group either way)."""
 
     def install(self):
         command = self.require("command").replace("\n", " ")
@@ -63,7 +66,7 @@ class Service(Recipe):
             "autorestart = true",
             "startsecs = 1",
             "startretries = 5",
-            "stopasgroup = true",
+            f"stopasgroup = {'true' if as_bool(self.options.get('stop-as-group'), True) else 'false'}",
             "killasgroup = true",
             "redirect_stderr = true",
             f"stdout_logfile = {root}/var/log/{self.name}.log",

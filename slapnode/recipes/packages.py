@@ -1,5 +1,6 @@
 """``deb`` (Debian packages and their dependency closure, extracted into the part,
-never installed into the system) and ``pip`` (a virtualenv with pinned packages)."""
+never installed into the system, from the system's suite or another one, made to
+run from where they are) and ``pip`` (a virtualenv with pinned packages)."""
 
 import os
 import platform
@@ -10,7 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import Recipe, RecipeError, lines
+from . import Recipe, RecipeError, as_bool, lines
+from . import apt, elf
 
 MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu",
              "armv7l": "arm-linux-gnueabihf", "i686": "i386-linux-gnu"}
@@ -26,19 +28,56 @@ def _library_path(get):
     return ":".join([f"{root}/usr/lib/{arch}", f"{root}/lib/{arch}", f"{root}/usr/lib"])
 
 
-def _query(cmd):
-    result = subprocess.run(cmd, capture_output=True, text=True)
+def _option(get, name):
+    try:
+        return get(name).strip()
+    except Exception:       # the option is not set
+        return ""
+
+
+def other_suite(suite):
+    """Whether ``suite`` (the deb recipe's option) is another suite than the system's."""
+    return bool(suite) and suite != apt.system_codename()
+
+
+def _environment(get):
+    """What the programs of a tree from another suite need so that nothing of the
+    host's newer or older libraries' data is used: OpenSSL's modules and
+    configuration, iconv's modules, a locale every libc has."""
+    if not other_suite(_option(get, "suite")):
+        return ""
+    root, arch = get("location"), multiarch()
+    return "\n".join([f"OPENSSL_MODULES={root}/usr/lib/{arch}/ossl-modules",
+                      f"OPENSSL_CONF={root}/etc/ssl/openssl.cnf",
+                      f"GCONV_PATH={root}/usr/lib/{arch}/gconv", "LANG=C.UTF-8"])
+
+
+OPENSSL_CNF = """# written by slapnode's deb recipe: OpenSSL's default provider, nothing of the host's
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+default = default_sect
+[default_sect]
+activate = 1
+"""
+
+
+def _query(cmd, options=()):
+    result = subprocess.run([cmd[0], *options, *cmd[1:]], capture_output=True, text=True)
     if result.returncode != 0:
         message = (result.stderr.strip().splitlines() or ["failed"])[-1]
         raise RecipeError(f"{' '.join(cmd[:2])}: {message}")
     return result.stdout
 
 
-def dependency_graph(packages):
+def dependency_graph(packages, options=()):
     """{package: [dependencies]} for ``packages`` and everything below them (Depends and
-    Pre-Depends; a virtual dependency becomes its first provider)."""
+    Pre-Depends; a virtual dependency becomes its first provider). ``options``: apt's
+    ``-o`` options (another suite's state)."""
     out = _query(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
-                  "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *packages])
+                  "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *packages],
+                 options)
     graph, current, virtual = {}, None, False
     for line in out.splitlines():
         if not line.strip():
@@ -63,9 +102,9 @@ def dependency_graph(packages):
     return graph
 
 
-def closure(packages, skip=()):
+def closure(packages, skip=(), options=()):
     """The packages and what they depend on, not descending into ``skip``."""
-    graph = dependency_graph(packages)
+    graph = dependency_graph(packages, options)
     seen, todo = set(), list(packages)
     while todo:
         name = todo.pop()
@@ -95,9 +134,9 @@ def base_system(cache_dir=None):
     return base
 
 
-def package_records(names):
+def package_records(names, options=()):
     """{name: {field: value}} of the candidate versions, from apt's lists."""
-    out = _query(["apt-cache", "show", "--no-all-versions", *names])
+    out = _query(["apt-cache", "show", "--no-all-versions", *names], options)
     records, current = {}, {}
     for line in out.splitlines() + [""]:
         if not line.strip():
@@ -114,17 +153,30 @@ def package_records(names):
 class Deb(Recipe):
     """``packages`` (one per line) and their dependency closure, fetched with apt
     (through the shared download cache) and unpacked with dpkg-deb into the
-    part's location. Packages every Debian system has (the Essential ones and
-    their dependencies: libc6 …) are left out, as is anything in ``exclude``.
+    part's location; anything in ``exclude`` is left out.
 
-    Sets ``bin-directory`` (…/usr/bin), ``sbin-directory`` and ``library-path``
-    (for LD_LIBRARY_PATH) for the instance profiles to use.
+    ``suite`` (default: the system's): take them from another suite of the Debian
+    archive the system uses (e.g. ``trixie`` on Debian 12), through a private apt
+    state in the download cache; the closure then includes the C library and
+    everything else of the base system it needs.
+
+    ``relocate`` (default: on with another suite): make every unpacked ELF run from
+    where it is, with no wrapper and no LD_LIBRARY_PATH: programs get the tree's own
+    loader when it has one, every dynamic file a RUNPATH of the tree's library
+    directories (see ``elf``); a program that would load a library from outside a
+    tree that has its own C library, or that cannot load at all, fails the build.
+
+    Sets ``bin-directory`` (…/usr/bin), ``sbin-directory``, ``library-path`` (the
+    tree's library directories) and ``environment`` (KEY=VALUE lines for the
+    services of a tree from another suite: OpenSSL's modules and configuration,
+    iconv's modules, the locale).
     """
 
     computed = {
         "bin-directory": lambda get: f"{get('location')}/usr/bin",
         "sbin-directory": lambda get: f"{get('location')}/usr/sbin",
         "library-path": _library_path,
+        "environment": _environment,
     }
 
     def install(self):
@@ -132,16 +184,29 @@ class Deb(Recipe):
         if not shutil.which("apt-cache") or not shutil.which("dpkg-deb"):
             raise RecipeError(f"[{self.name}] the deb recipe needs a Debian or Ubuntu host "
                               "(apt-cache and dpkg-deb)")
-        base = base_system(self.context.download_cache / "debs")
+        suite = self.options.get("suite", "").strip()
+        other = other_suite(suite)
+        relocating = as_bool(self.options.get("relocate"), default=other)
         excluded = set(lines(self.options.get("exclude")))
-        names = closure(wanted, skip=(excluded | base) - set(wanted))
-        records = package_records(names)
+        options = []
+        if other:
+            try:
+                state = apt.SuiteState(self.context.download_cache, suite)
+                state.ensure(self.context.run, self.context.say, self.context.offline)
+            except apt.AptError as exc:
+                raise RecipeError(f"[{self.name}] {exc}") from None
+            options = state.options
+            skip = excluded - set(wanted)
+        else:
+            skip = (excluded | base_system(self.context.download_cache / "debs")) - set(wanted)
+        names = closure(wanted, skip=skip, options=options)
+        records = package_records(names, options)
         missing = [n for n in wanted if n not in records]
         if missing:
-            raise RecipeError(f"[{self.name}] no such Debian package: {', '.join(missing)} "
-                              "(or the apt lists are missing: run `apt-get update` as root)")
+            where = f"in {suite}" if other else "(or the apt lists are missing: run `apt-get update` as root)"
+            raise RecipeError(f"[{self.name}] no such Debian package: {', '.join(missing)} {where}")
         chosen = list(records.values())
-        debs = self._fetch(chosen)
+        debs = self._fetch(chosen, options)
         location = self.location
         if location.exists():
             shutil.rmtree(location)
@@ -149,11 +214,38 @@ class Deb(Recipe):
         for deb in debs:
             self.context.run(["dpkg-deb", "-x", str(deb), str(location)],
                              what=f"[{self.name}] dpkg-deb -x {deb.name}")
-        self.context.say(f"[{self.name}] unpacked {len(debs)} packages: "
+        self.context.say(f"[{self.name}] unpacked {len(debs)} packages"
+                         + (f" from {suite}" if other else "") + ": "
                          + ", ".join(sorted(r["Package"] for r in chosen)))
+        if other:
+            ssl = location / "etc" / "ssl"
+            ssl.mkdir(parents=True, exist_ok=True)
+            (ssl / "openssl.cnf").write_text(OPENSSL_CNF)
+        if relocating:
+            libc = [d for d in debs if d.name.split("_", 1)[0] == "libc6"]
+            self._relocate(location, libc_files(libc[0]) if libc else set(), own_libc=bool(libc))
         return [str(location)]
 
-    def _fetch(self, records):
+    def _relocate(self, location, keep, own_libc):
+        try:
+            programs, libraries, loader = elf.relocate(location, multiarch(), keep)
+            checked = elf.verify(location, loader or elf.host_loader(location, programs),
+                                 programs + libraries, inside_only=own_libc)
+        except elf.RelocationError as exc:
+            raise RecipeError(f"[{self.name}] {exc}") from None
+        broken = sorted(p for p in checked if p in set(programs))
+        if broken:
+            path = broken[0]
+            raise RecipeError(f"[{self.name}] {path} cannot load {', '.join(checked[path])}: "
+                              f"add the package that holds it, or exclude fewer "
+                              f"({len(broken)} programs cannot load)")
+        self.context.say(f"[{self.name}] relocated {len(programs)} programs and {len(libraries)} "
+                         f"libraries" + (f" to the loader {loader}" if loader else ""))
+        if checked:
+            self.context.say(f"[{self.name}] {len(checked)} libraries cannot load, their "
+                             "dependencies were left out: " + ", ".join(sorted(checked)[:20]))
+
+    def _fetch(self, records, options=()):
         cache = self.context.download_cache / "debs"
         cache.mkdir(parents=True, exist_ok=True)
         wanted = {os.path.basename(r["Filename"]): r for r in records}
@@ -164,7 +256,8 @@ class Deb(Recipe):
             tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".fetch-"))
             try:
                 specs = [f"{r['Package']}={r['Version']}" for r in missing]
-                self.context.run(["apt-get", "download", "-q", *specs], cwd=tmp,
+                self.context.say(f"[{self.name}] downloading {len(specs)} packages")
+                self.context.run(["apt-get", *options, "download", "-q", *specs], cwd=tmp,
                                  what=f"[{self.name}] apt-get download")
                 by_package = {r["Package"]: os.path.basename(r["Filename"]) for r in missing}
                 for deb in tmp.glob("*.deb"):
@@ -180,6 +273,21 @@ class Deb(Recipe):
                 raise RecipeError(f"[{self.name}] apt-get download did not produce {name}")
             paths.append(path)
         return paths
+
+
+def libc_files(deb):
+    """The regular files of the C library's package (relative paths): never patched,
+    they are the loader and what it loads first."""
+    import tarfile
+
+    process = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    try:
+        with tarfile.open(fileobj=process.stdout, mode="r|") as tar:
+            files = {os.path.normpath(m.name) for m in tar if m.isfile()}
+    finally:
+        process.stdout.close()
+        process.wait()
+    return files
 
 
 PIN_RE = re.compile(r"^[A-Za-z0-9_.\-\[\],]+==[A-Za-z0-9_.+!\-]+$")
