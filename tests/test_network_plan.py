@@ -134,3 +134,14 @@ def test_the_nodes_resolver_serves_its_names_and_forwards_the_rest():
     assert dns.resolv_conf(c, "grid.test").startswith("nameserver 10.231.0.1\n")
     assert "search grid.test" in dns.resolv_conf(c, "grid.test")
     ipaddress.ip_address(dns.resolv_conf(c, "").split()[1])
+
+
+@pytest.mark.parametrize("text, ula", [("fd5a:1:2::/64", True), ("2001:db8:ff:c00::/64", False),
+                                       ("2a01:e34::/64", False), ("10.0.0.0/8", True),
+                                       ("nonsense", True)])
+def test_a_given_ipv6_range_outside_ula_is_routed(text, ula):
+    """`node register --ipv6-range` with a routed range makes the node global: its
+    partitions are reachable and never masqueraded."""
+    from slapnode.node.register import _is_ula
+
+    assert _is_ula(text) is ula

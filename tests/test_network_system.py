@@ -74,7 +74,11 @@ P = _free_documentation_net() if os.geteuid() == 0 else "198.51.100"
 UP4, UP6 = f"{P}.1", "2001:db8:ff::1"                # the upstream ("the internet")
 HOST4 = f"{P}.254"                                    # the master, in the test's namespace
 PRIVATE4 = "192.168.77.1"                            # a private network the upstream also has
-NODES = {"a": (f"{P}.10", "2001:db8:ff::10"), "b": (f"{P}.20", "2001:db8:ff::20")}
+NODES = {"a": (f"{P}.10", "2001:db8:ff::10"), "b": (f"{P}.20", "2001:db8:ff::20"),
+         "c": (f"{P}.30", "2001:db8:ff::30")}
+# node c's partitions have routed global IPv6 addresses (the upstream routes this /64 to
+# node c); nodes a and b have ULA addresses, masqueraded on the way out
+ROUTED6 = "2001:db8:ff:c00::/64"
 BOINC_MASTER = ('<html><head><title>Test project</title></head><body>\n'
                 '<!-- <scheduler>http://www.example.test/boinc_cgi/cgi</scheduler> -->\n'
                 '<scheduler>http://www.example.test/boinc_cgi/cgi</scheduler>\n</body></html>\n')
@@ -202,6 +206,8 @@ def _start_upstream(net_name, base, processes):
     sh("ip", "addr", "add", f"{PRIVATE4}/24", "dev", "upbr", ns=net_name)
     sh("ip", "-6", "addr", "add", f"{UP6}/64", "dev", "upbr", "nodad", ns=net_name)
     sh("ip", "link", "set", "upbr", "up", ns=net_name)
+    # the upstream routes node c's IPv6 range to node c (a router: it forwards)
+    sh("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=net_name)
     sh("ip", "link", "set", "lo", "up", ns=net_name)
     (base / "boinc.html").write_text(BOINC_MASTER)
     log = base / "http.log"
@@ -257,7 +263,7 @@ def _start_master(base, processes):
     return url, init.stdout.strip().splitlines()[-1]
 
 
-def _make_node(net, key, index, partitions=6, do_format=True):
+def _make_node(net, key, index, partitions=6, do_format=True, routed6=None):
     ns = f"sn{net.tag}{key}"
     uplink4, uplink6 = NODES[key]
     sh("ip", "netns", "add", ns)
@@ -274,10 +280,13 @@ def _make_node(net, key, index, partitions=6, do_format=True):
         "--partitions", partitions, "--user-prefix", f"sn{net.tag}{key}", "--instance-root",
         base / "srv", "--software-root", net.base / "software", "--bridge", f"snb{net.tag}{key}",
         "--ipv4-range", f"10.{240 + index}.{secrets.randbelow(250)}.0/24", "--ipv6-range",
-        f"fd5a:{net.tag[:4]}:{index}::/64", "--isolation", "lxc", "--state-dir", base / "state")),
+        routed6 or f"fd5a:{net.tag[:4]}:{index}::/64", "--isolation", "lxc", "--state-dir", base / "state")),
         capture_output=True, text=True, timeout=120)
     assert register.returncode == 0, register.stderr
     config = nodeconfig.load(path)
+    assert config.ipv6_source == ("global" if routed6 else "ula")
+    if routed6:
+        sh("ip", "-6", "route", "add", routed6, "via", uplink6, ns=net.upstream)
     config.software_user = f"sn{net.tag}s"
     config.dns_upstream = UP4
     nodeconfig.save(config, path)
@@ -316,7 +325,8 @@ def net():
                          ns=upstream, check=False).stdout.strip() == UP4, 20, "the upstream DNS")
         for index, key in enumerate(("a", "b")):
             handle.nodes[key] = _make_node(handle, key, index)
-        for release in ("hello", "boinc-client"):
+        handle.nodes["c"] = _make_node(handle, "c", 2, partitions=2, routed6=ROUTED6)
+        for release in ("hello", "boinc-client", "condor"):
             handle.client().add_software(str(ROOT / "software-releases" / release / "software.cfg"),
                                          unique_name(release))
         for node in handle.nodes.values():
@@ -345,7 +355,7 @@ def _teardown(tag, base, upstream, handle, processes):
         stop_group(proc, 5)
     for user in list(_users(f"sn{tag}")):
         _remove_ours(user, f"sn{tag}s")
-    for ns in [f"sn{tag}a", f"sn{tag}b", upstream]:
+    for ns in [f"sn{tag}a", f"sn{tag}b", f"sn{tag}c", upstream]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     subprocess.run(["ip", "link", "del", f"sn{tag}h"], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
@@ -548,6 +558,52 @@ def test_the_boinc_client_attaches_to_a_project_through_nat_and_dns(net, user):
                       for r in net.http_requests()), 120, "the BOINC client's scheduler request")
     seen = [(r["method"], r["path"]) for r in net.http_requests() if r["client"] == NODES["b"][0]]
     assert ("GET", "/boinc/") in seen
+
+
+CONDOR_JOB = """executable = /bin/sh
+arguments = "-c 'echo hello from `hostname`'"
+transfer_executable = false
+output = {out}
+error = {out}.err
+log = {out}.log
+should_transfer_files = YES
+when_to_transfer_output = ON_EXIT
+queue
+"""
+
+
+def test_a_condor_worker_on_another_node_joins_the_pool_over_ipv6(net, user):
+    """The manager on node c (routed IPv6), a worker on node a (ULA behind the node's
+    NAT, reached back through the manager's connection broker): the worker's slots join
+    the pool by name and token, and a job submitted on the manager runs on node a."""
+    url = str(ROOT / "software-releases" / "condor" / "software.cfg")
+    prebuilt = subprocess.run(slapnode_cmd("software", "build", url, "--software-root",
+                                           net.base / "software", "--user", f"sn{net.tag}s"),
+                              capture_output=True, text=True, timeout=900)
+    assert prebuilt.returncode == 0, prebuilt.stderr       # (Debian's packages: the machine's network)
+    manager = _request(net, user, "pool", "condor", "c", {"condor-role": "manager"}, wait=300)
+    conn = manager["connection"]
+    assert conn["condor_host"] == manager["hostname"]          # Condor talks by name
+    worker = _request(net, user, "far", "condor", "a",
+                      {"condor-role": "worker", "condor-host": conn["condor_host"],
+                       "condor-token": conn["condor_token"]}, wait=300)
+    node_c, node_a = net.nodes["c"], net.nodes["a"]
+    far = node_a.partition_of(worker)
+    slots = node_c.inside(manager, f"{conn['condor_bin']}/condor_status", "-af", "Name",
+                          "SlapnodePartition")
+    assert f"{far.user}@{node_a.config.name}" in slots.stdout, slots.stdout + slots.stderr
+    machine = slots.stdout.split()[0].split("@", 1)[1]
+    assert machine == worker["hostname"]
+
+    part = node_c.partition_of(manager)
+    jobs = part.root / "srv" / "jobs"
+    script = (f"mkdir -p {jobs} && cat > {jobs}/far.sub <<'EOF'\n"
+              + CONDOR_JOB.format(out=f"{jobs}/far.out") + f"EOF\n{conn['condor_submit']} {jobs}/far.sub")
+    submitted = node_c.inside(manager, "/bin/sh", "-c", script)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    out = jobs / "far.out"
+    _wait(lambda: out.read_text().strip(), 120, "the job's output from node a")
+    assert out.read_text().strip() == f"hello from {worker['hostname']}"
 
 
 def test_unformat_leaves_no_table_resolver_or_route(net, user):

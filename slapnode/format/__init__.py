@@ -201,12 +201,14 @@ def _reconcile_network(ipr, config, target, remove_all, outcome, created, existi
         info = infos[spec_index]
         network.add_tap(ipr, name, info.uid, info.gid, index)
     outcome.taps_added, outcome.taps_removed = len(taps_add), len(taps_remove)
-    if config.ipv6_uplink and config.ipv6_source == "global":
-        # The partitions' slice of the global prefix is reached through the bridge;
-        # the uplink answers neighbour solicitations for each partition address.
+    if config.ipv6_source == "global":
+        # The partitions' global range is reached through the bridge (routed here by the
+        # network's router, or inside the uplink's prefix: then the uplink answers
+        # neighbour solicitations for each partition address).
         network.ensure_route(ipr, config.ipv6_network, index)
-        network.set_ndp_proxy(ipr, config.ipv6_uplink, plan.proxied_addresses(config),
-                              netns=config.netns)
+        if config.ipv6_uplink:
+            network.set_ndp_proxy(ipr, config.ipv6_uplink, plan.proxied_addresses(config),
+                                  netns=config.netns)
 
 
 def _remove_software_user(config):

@@ -36,6 +36,11 @@ def build_config(base, master_url, options, netns=None):
             raise UsageError("every default private IPv4 range overlaps a network of this machine; "
                              "give one with --ipv4-range")
         config.ipv4_range = picked
+    if options.get("ipv6_range") and not _is_ula(config.ipv6_range) and \
+            base.ipv6_source == nodeconfig.NodeConfig.ipv6_source:
+        config.ipv6_source = "global"       # a given routed range: reachable, never masqueraded
+        notes.append(f"partitions get routed IPv6 addresses from {config.ipv6_range}: route it "
+                     "to this machine on your router")
     if not config.ipv6_range:
         found = machine.global_ipv6(netns=netns or config.netns)
         if found and nodeconfig.global_range(found[1], found[2]):
@@ -62,6 +67,15 @@ def build_config(base, master_url, options, netns=None):
     if found:
         raise UsageError("; ".join(found) + "; the enrollment token was not used")
     return config, notes
+
+
+def _is_ula(text):
+    import ipaddress
+
+    try:
+        return ipaddress.ip_network(text, strict=False).subnet_of(ipaddress.ip_network("fc00::/7"))
+    except (ValueError, TypeError):
+        return True             # not a network: nodeconfig.check says so
 
 
 def register(master_url, token, name, config_path, options):

@@ -180,14 +180,15 @@ class SuiteState:
                 raise AptError(f"the package lists of {self.suite} are not in the download "
                                "cache and the build is offline")
             try:
-                run(["apt-get", "update", "-q", *self.options],
+                run(["apt-get", "update", "-q", "--error-on=any", *self.options],
                     what=f"apt-get update of {self.suite} from {uri}")
             except Exception as exc:
                 if not self._has_lists():
-                    raise AptError(f"{exc}; is {self.suite} a suite of {uri}?") from None
+                    raise AptError(f"{exc} (is {uri} reachable from here, and {self.suite} "
+                                   "a suite of it?)") from None
                 say(f"{exc}; using the lists of {self.suite} already here")
                 return
             if not self._has_lists():
-                raise AptError(f"apt-get update found no packages for {self.suite} at {uri}: "
-                               "is it a suite of that archive?")
+                raise AptError(f"apt-get update found no packages for {self.suite} at {uri} "
+                               "(is it reachable from here, and a suite of that archive?)")
             (self.directory / ".updated").touch()
