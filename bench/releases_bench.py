@@ -1,6 +1,7 @@
 """Real-workload releases: build time from scratch and from the binary cache, and
-request -> ready on a warm node, for redis and boinc-client (condor: whether its
-daemons can be had here). As root.
+request -> ready on a warm node, for redis, boinc-client and condor (a personal
+pool); for condor also submit -> job finished for a /bin/true job on an idle pool.
+As root.
 
 * from scratch: `slapnode node software` with the release's directory removed, the
   download cache (fetched .deb files) warm — the first, cold run is shown apart;
@@ -10,9 +11,10 @@ daemons can be had here). As root.
 
 Each timed run is checked to be what its column names (`node software --json`
 says how each release was made: built, or from the cache) or the run stops.
-Target (issue 4): the BOINC client from the binary cache < 5 s.
+Targets: the BOINC client from the binary cache < 5 s (issue 4); a /bin/true job
+submitted to an idle condor pool finished < 10 s (issue 12).
 
-    .venv/bin/python bench/releases_bench.py [--runs 3]
+    .venv/bin/python bench/releases_bench.py [--runs 3] [--only condor]
 """
 
 import argparse
@@ -37,7 +39,14 @@ from common import SLAPNODE, make_node, remove_node  # noqa: E402
 from slapnode.client import Client  # noqa: E402
 from slapnode.software import software_dir  # noqa: E402
 RELEASES = ("redis", "boinc-client", "condor")
-PARAMETERS = {"redis": [], "boinc-client": ["--parameter", "max-ncpus-pct=50"]}
+PARAMETERS = {"redis": [], "boinc-client": ["--parameter", "max-ncpus-pct=50"],
+              "condor": ["--parameter", "condor-role=personal"]}
+TRUE_JOB = """executable = /bin/true
+transfer_executable = false
+log = {log}
+should_transfer_files = YES
+queue
+"""
 
 
 def run(cmd, env=None, check=True):
@@ -48,10 +57,42 @@ def run(cmd, env=None, check=True):
     return time.monotonic() - started, result
 
 
+def in_partition(config, part, command):
+    """``command`` (shell) as the partition user, where its services run."""
+    if config.isolation == "lxc":
+        argv = ["lxc-attach", "-n", f"slapnode-{part.user}", "-u", str(part.uid), "-g",
+                str(part.gid), "--clear-env", "--", "/bin/sh", "-c", command]
+        return run(argv)
+    return run(["setpriv", f"--reuid={part.uid}", f"--regid={part.gid}", "--clear-groups",
+                "/bin/sh", "-c", command])
+
+
+def submit_to_finished(config, view, runs):
+    """Seconds from condor_submit to the job's end, for a /bin/true job, ``runs`` times."""
+    from slapnode.deploy.partition import parts_of
+
+    part = parts_of(config)[view["partition"]]
+    conn = view["connection"]
+    jobs = part.root / "srv" / "bench"
+    in_partition(config, part, f"mkdir -p {jobs}")
+    times = []
+    for i in range(runs):
+        log = jobs / f"true-{i}.log"
+        in_partition(config, part, f"cat > {jobs}/true-{i}.sub <<'EOF'\n"
+                     + TRUE_JOB.format(log=log) + "EOF")
+        took, _ = in_partition(config, part, f"{conn['condor_submit']} {jobs}/true-{i}.sub >/dev/null"
+                               f" && {conn['condor_bin']}/condor_wait -wait 60 {log} >/dev/null")
+        times.append(took)
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", action="append", choices=RELEASES, metavar="RELEASE",
+                        help="measure only this release (repeatable; default: all)")
     args = parser.parse_args()
+    releases = tuple(args.only or RELEASES)
     if os.geteuid() != 0:
         sys.exit("run as root")
     base = Path(tempfile.mkdtemp(prefix="snbench-rel-"))
@@ -63,7 +104,7 @@ def main():
     try:
         proc, url, admin = start_master(base / "master")
         a = Client(url, admin)
-        urls = {name: f"{url}/software-releases/{name}/software.cfg" for name in RELEASES}
+        urls = {name: f"{url}/software-releases/{name}/software.cfg" for name in releases}
         for name, release in urls.items():
             a.add_software(release, name)
         user_token = a.add_user("bench")["token"]
@@ -83,7 +124,7 @@ def main():
         def wipe(name):
             shutil.rmtree(software_dir(config.software_root, urls[name]), ignore_errors=True)
 
-        for name in RELEASES:
+        for name in releases:
             print(f"{name}: building ...", flush=True)
             a.supply(urls[name], "bench")
             cold, result = run(software, check=False)
@@ -127,6 +168,14 @@ def main():
                 title = f"{row[0]}-{i}"
                 times.append(run(SLAPNODE + ["instance", "request", title, row[0], *PARAMETERS[row[0]],
                                              "--wait", "120"], env)[0])
+                if row[0] == "condor" and i == 0:
+                    view = json.loads(run(SLAPNODE + ["instance", "show", title, "--json"], env)[1].stdout)
+                    print("condor: submit -> finished ...", flush=True)
+                    jobs = submit_to_finished(config, view, args.runs)
+                    notes.append(f"condor, a /bin/true job on an idle personal pool, submit -> "
+                                 f"finished: median {statistics.median(jobs):.2f} s (runs "
+                                 + ", ".join(f"{t:.2f}" for t in jobs) + "; target < 10 s): "
+                                 + ("ok" if statistics.median(jobs) < 10 else "NOT MET"))
                 run(SLAPNODE + ["instance", "destroy", title, "--wait", "60"], env)
             row[4] = f"{statistics.median(times):.2f} s"
     finally:

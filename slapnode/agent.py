@@ -472,9 +472,10 @@ class Daemon:
         poller.start()
         last_doc = None
         next_build = None
+        settle = None           # seconds to the next pass while an instance is deploying
         checked_software, checked_at = None, 0.0
         while not self.stopping.is_set():
-            timeout = self.health_every
+            timeout = self.health_every if settle is None else settle
             if next_build is not None:
                 timeout = max(0.0, min(timeout, next_build - time.time()))
             self.wake.wait(timeout)
@@ -496,7 +497,11 @@ class Daemon:
                     self.software_thread = threading.Thread(target=self._software, args=(doc,),
                                                             daemon=True)
                     self.software_thread.start()
-            self.instances.run(doc, only_changed_reports=doc is last_doc)
+            outcomes = self.instances.run(doc, only_changed_reports=doc is last_doc)
+            if doc is not last_doc:
+                settle = None   # a new desired state: its requests get the quick checks
+            settle = settle_delay(settle, any(o.status == InstanceStatus.DEPLOYING
+                                              for o in outcomes or ()), self.health_every)
             self.passes += 1
             last_doc = doc
         if self.software_thread is not None:    # builds in flight were told to stop: wait
@@ -522,6 +527,16 @@ def software_key(doc):
     """What the software pass depends on in a desired state. Pure."""
     return json.dumps([doc.get("trusted_builder"),
                        sorted((s["url"], s["state"]) for s in doc.get("software", []))])
+
+
+def settle_delay(previous, deploying, ceiling, first=0.25):
+    """The wait before the next pass: while an instance is deploying (its promises not
+    yet kept), 0.25 s, then twice as long each pass up to the health checks' period, so
+    that a service that takes a moment is seen ready within a moment; None (the
+    period) when nothing is deploying. Pure."""
+    if not deploying:
+        return None
+    return first if previous is None else min(ceiling, previous * 2)
 
 
 def retry_delay(delay, rand=random.random):

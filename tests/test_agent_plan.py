@@ -126,3 +126,14 @@ def test_a_promise_runs_again_when_it_failed_or_its_interval_passed():
             "never": {"ok": False, "at": 0, "interval": 60.0}}
     assert promises.due(kept, now=150.0) == ["failing", "never", "ok-old"]
     assert promises.due({}, now=150.0) == []
+
+
+def test_passes_come_quickly_while_an_instance_is_deploying_then_back_off():
+    from slapnode.agent import settle_delay
+
+    waits, previous = [], None
+    for _ in range(7):
+        previous = settle_delay(previous, True, 5.0)
+        waits.append(previous)
+    assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert settle_delay(2.0, False, 5.0) is None          # nothing deploying: the period

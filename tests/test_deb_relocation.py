@@ -148,3 +148,20 @@ def test_a_relocated_program_loads_its_library_from_the_tree(tmp_path):
     ran = subprocess.run([str(tmp_path / "usr/bin/xz"), "--version"], capture_output=True,
                          text=True, env={"PATH": "/usr/bin:/bin"})
     assert ran.returncode == 0 and "liblzma" in ran.stdout
+
+
+def test_absolute_links_point_into_the_tree_or_go(tmp_path):
+    """A package's /etc/... link becomes relative to the tree (the binary cache refuses
+    links that leave it, and the host's file is not the release's); one whose target the
+    tree lacks is removed."""
+    (tmp_path / "etc/blahp").mkdir(parents=True)
+    (tmp_path / "etc/blahp/x.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "usr/libexec/blahp").mkdir(parents=True)
+    os.symlink("/etc/blahp/x.sh", tmp_path / "usr/libexec/blahp/x.sh")
+    os.symlink("/etc/passwd", tmp_path / "usr/libexec/blahp/host")
+    os.symlink("x.sh", tmp_path / "usr/libexec/blahp/rel")
+    rewritten, removed = elf.relative_links(tmp_path)
+    assert rewritten == ["usr/libexec/blahp/x.sh"] and removed == ["usr/libexec/blahp/host"]
+    assert os.readlink(tmp_path / "usr/libexec/blahp/x.sh") == "../../../etc/blahp/x.sh"
+    assert (tmp_path / "usr/libexec/blahp/x.sh").read_text() == "#!/bin/sh\n"
+    assert os.readlink(tmp_path / "usr/libexec/blahp/rel") == "x.sh"

@@ -33,6 +33,7 @@ from slapnode.errors import MasterError
 
 from .conftest import free_port, require_lxc, slapnode_cmd, stop_group, unique_name
 from .test_instances_system import _remove_ours
+from .test_releases_system import JOB as CONDOR_JOB
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -558,18 +559,6 @@ def test_the_boinc_client_attaches_to_a_project_through_nat_and_dns(net, user):
                       for r in net.http_requests()), 120, "the BOINC client's scheduler request")
     seen = [(r["method"], r["path"]) for r in net.http_requests() if r["client"] == NODES["b"][0]]
     assert ("GET", "/boinc/") in seen
-
-
-CONDOR_JOB = """executable = /bin/sh
-arguments = "-c 'echo hello from `hostname`'"
-transfer_executable = false
-output = {out}
-error = {out}.err
-log = {out}.log
-should_transfer_files = YES
-when_to_transfer_output = ON_EXIT
-queue
-"""
 
 
 def test_a_condor_worker_on_another_node_joins_the_pool_over_ipv6(net, user):

@@ -8,7 +8,10 @@ Debian's ``patchelf``: every program with an interpreter gets the tree's own
 gets a RUNPATH of the tree's library directories. The loader is never touched,
 nothing relies on LD_LIBRARY_PATH (it would leak into every child, jobs
 included), and ``verify`` asks the tree's loader where each library resolves:
-one outside the tree fails the build.
+one outside the tree fails the build. Also owns the tree's symbolic links: an
+absolute one (a package's ``/etc/...`` as the package knows it) is made relative
+to the tree, or removed when the tree lacks its target, so that the tree never
+points at the host's files (and the binary cache can carry it).
 """
 
 import os
@@ -161,6 +164,31 @@ def _patchelf(args, paths, root):
         if result.returncode != 0:
             message = (result.stderr.strip().splitlines() or ["failed"])[-1]
             raise RelocationError(f"patchelf {' '.join(args[:1])}: {message}")
+
+
+def relative_links(root):
+    """Absolute symbolic links made relative inside the tree (their target resolved as if
+    ``root`` were ``/``), or removed when the tree has no such target. Returns (rewritten,
+    removed) as lists of relative paths."""
+    root = os.path.abspath(root)
+    rewritten, removed = [], []
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                continue
+            target = os.readlink(path)
+            if not target.startswith("/"):
+                continue
+            relative = os.path.relpath(path, root)
+            found = resolve_inside(root, target)
+            os.unlink(path)
+            if found is None:
+                removed.append(relative)
+                continue
+            os.symlink(os.path.relpath(os.path.join(root, found), directory), path)
+            rewritten.append(relative)
+    return rewritten, removed
 
 
 def find_loader(root, files):

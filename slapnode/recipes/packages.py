@@ -228,6 +228,7 @@ class Deb(Recipe):
 
     def _relocate(self, location, keep, own_libc):
         try:
+            rewritten, removed = elf.relative_links(location)
             programs, libraries, loader = elf.relocate(location, multiarch(), keep)
             checked = elf.verify(location, loader or elf.host_loader(location, programs),
                                  programs + libraries, inside_only=own_libc)
@@ -241,6 +242,10 @@ class Deb(Recipe):
                               f"({len(broken)} programs cannot load)")
         self.context.say(f"[{self.name}] relocated {len(programs)} programs and {len(libraries)} "
                          f"libraries" + (f" to the loader {loader}" if loader else ""))
+        if rewritten or removed:
+            self.context.say(f"[{self.name}] {len(rewritten)} absolute links made relative"
+                             + (f", {len(removed)} pointing outside the release removed: "
+                                + ", ".join(removed[:10]) if removed else ""))
         if checked:
             self.context.say(f"[{self.name}] {len(checked)} libraries cannot load, their "
                              "dependencies were left out: " + ", ".join(sorted(checked)[:20]))
