@@ -598,8 +598,12 @@ def test_a_condor_worker_on_another_node_joins_the_pool_over_ipv6(net, user):
 def test_unformat_leaves_no_table_resolver_or_route(net, user):
     node = net.nodes["b"]
     config = node.config
-    stop_group(node.agent)
-    node.agent = None
+    # every agent stops: the nodes here share one software root and software user, which
+    # unformat removes (the others would see their releases vanish and rebuild them)
+    for each in net.nodes.values():
+        if each.agent is not None:
+            stop_group(each.agent)
+            each.agent = None
     from slapnode.deploy.partition import parts_of
 
     for part in parts_of(config).values():
