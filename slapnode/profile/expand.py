@@ -20,7 +20,7 @@ so that a template never takes one as its source.
 import hashlib
 import json
 
-from .parser import ESCAPED, SUBST_RE, ProfileError, Value
+from .parser import ESCAPED, SUBST_RE, ProfileError, Value, resolve
 
 
 class Profile:
@@ -73,7 +73,15 @@ class Profile:
                     raise ProfileError(f"{macro.where}: [{name}] <= {macro_name}: "
                                        f"no section [{macro_name}]")
                 options.update(inherited)
-        options.update(own)
+        for key, value in own.items():
+            if value.pending:       # += / -= on the macro's value (or on nothing: '=')
+                below = options.get(key)
+                operations = value.operations()
+                if below is None and operations[0][0] == "+=":
+                    operations = [("=", operations[0][1])] + operations[1:]
+                value = Value(resolve(below.text if below is not None else "", operations),
+                              value.where)
+            options[key] = value
         for key, text in self.overrides.get(name, {}).items():
             options[key] = Value(str(text).replace("${", "$${"), f"(given: [{name}] {key})",
                                  given=(name, key) not in self.trusted)

@@ -6,7 +6,9 @@ continuation lines; ``extends`` (relative and absolute paths, ``file://`` and
 what an extended file defined; ``<=`` macros; ``${section:option}`` and
 ``${:option}``; ``$${...}`` kept as a literal ``${...}`` (for templates);
 ``${:_profile_base_location_}`` (the directory or URL of the file an option
-was written in). Every error names the file and the line.
+was written in); conditional section headers (``conditions``); values read as
+zc.buildout 6 reads them (comments in column 0 only, common indentation removed,
+blank lines kept inside). Every error names the file and the line.
 
 It is ours rather than zc.buildout's: zc.buildout's parser cannot be used
 without its whole Buildout machinery (eggs, setuptools, its own recipes and
@@ -16,12 +18,14 @@ fully expanded, and so checked, before anything is built (docs/decisions.md).
 
 import os
 import re
+import textwrap
 import urllib.parse
 from dataclasses import dataclass, field
 
 from ..errors import SlapnodeError
+from . import conditions
 
-SECTION_RE = re.compile(r"^\[\s*([^\]\s:]+)\s*\]\s*(?:[#;].*)?$")
+SECTION_RE = re.compile(r"^\[\s*([^\s#\[\]:;{}]+)\s*(?::([^#;]*))?\s*\]\s*(?:[#;].*)?$")
 OPTION_RE = re.compile(r"^([^\s=+\-<][^=]*?|<)\s*(\+=|-=|=)(.*)$")
 SUBST_RE = re.compile(r"\$\{([^}:\s]*):([^}\s]+)\}")
 ESCAPED = "\x00ESCAPED\x00"
@@ -42,6 +46,11 @@ class Value:
 
     def operations(self):
         return self.chain or [(self.op, self.text)]
+
+    @property
+    def pending(self):
+        """'+=' / '-=' still waiting for the value they apply to (a macro's)."""
+        return self.op != "="
 
 
 @dataclass
@@ -84,50 +93,102 @@ def read_location(location, fetch):
         raise ProfileError(f"cannot read {location}: {exc.strerror}") from None
 
 
+def _finish(value, first, lines):
+    """An option's text as zc.buildout makes it: the text after ``=``, then the
+    continuation lines with their common indentation removed (the relative one kept),
+    blank lines inside kept, trailing ones dropped; an empty first line is dropped."""
+    while lines and not lines[-1].strip():
+        lines.pop()
+    rest = textwrap.dedent("\n".join(lines)) if lines else ""
+    value.text = (first + "\n" + rest) if first and lines else (first or rest)
+
+
 def parse_text(text, location):
-    """One file -> {section: {option: Value}}, in file order."""
+    """One file -> {section: {option: Value}}, in file order.
+
+    As zc.buildout: comments are lines starting with ``#`` or ``;`` in column 0
+    (an indented one is part of a value); a section header may carry a condition
+    (``[name:python3]``, ``[name:linux and platform.machine() == 'x86_64']``): a false
+    one drops the section's lines; a section may appear twice (merged)."""
     sections = {}
     where_sections = {}
     current = None
-    last = None             # (section, option) for continuation lines
+    skipping = False        # inside a section whose condition is false
+    open_value = None       # (Value, first line text, continuation lines)
     base = _base_of(location)
+
+    def close():
+        nonlocal open_value
+        if open_value is not None:
+            _finish(*open_value)
+            value = open_value[0]
+            value.text = value.text.replace("${:_profile_base_location_}", base)
+            if value.chain:
+                value.chain[-1] = (value.chain[-1][0], value.text)
+            open_value = None
+
     for number, line in enumerate(text.splitlines(), 1):
         where = f"{location}:{number}"
         stripped = line.strip()
-        if not stripped or stripped[0] in "#;":
-            if not stripped:
-                last = None if current is None else last
+        if line[:1] in ("#", ";"):
+            continue                        # a comment (column 0 only)
+        if not stripped:
+            if open_value is not None:
+                open_value[2].append("")
             continue
         if line[0] in " \t":
-            if last is None:
+            if skipping:
+                continue
+            if open_value is None:
                 raise ProfileError(f"{where}: indented line outside an option")
-            value = sections[last[0]][last[1]]
-            value.text += "\n" + stripped.replace("${:_profile_base_location_}", base)
+            open_value[2].append(line.rstrip())
             continue
+        close()
         match = SECTION_RE.match(line)
         if match:
-            current = match.group(1)
+            name, condition = match.group(1), match.group(2)
+            skipping = False
+            if condition is not None and condition.strip():
+                try:
+                    skipping = not conditions.evaluate(condition)
+                except conditions.ConditionError as exc:
+                    raise ProfileError(f"{where}: {exc}") from None
+            if skipping:
+                current = None
+                continue
+            current = name
             sections.setdefault(current, {})
             where_sections.setdefault(current, where)
-            last = None
             continue
         if line.lstrip().startswith("["):
             raise ProfileError(f"{where}: syntax error in section header {stripped!r}")
+        if skipping:
+            continue
         match = OPTION_RE.match(line)
         if not match or current is None:
             raise ProfileError(f"{where}: syntax error: expected 'option = value'"
                                + ("" if current else " inside a [section]"))
-        name, op, value = match.group(1).strip(), match.group(2), match.group(3).strip()
-        value = value.replace("${:_profile_base_location_}", base)
+        name, op, first = match.group(1).strip(), match.group(2), match.group(3).strip()
         earlier = sections[current].get(name)
         if earlier is not None and op != "=":
-            if earlier.op == "=":       # += / -= on a value this same file set: apply now
-                sections[current][name] = Value(_apply(earlier.text, op, value), where)
+            if earlier.op == "=" and not earlier.chain:
+                # += / -= on a value this same file set: applied when the value is read
+                value = Value("", where, "=", chain=[("=", earlier.text), (op, "")])
             else:
-                earlier.chain = earlier.operations() + [(op, value)]
+                value = Value("", where, earlier.op, chain=earlier.operations() + [(op, "")])
+            sections[current][name] = value
         else:
-            sections[current][name] = Value(value, where, op)
-        last = (current, name)
+            value = Value("", where, op)
+            sections[current][name] = value
+        open_value = (value, first, [])
+    close()
+    for options in sections.values():
+        for name, value in list(options.items()):
+            if value.chain and value.chain[0][0] == "=":
+                text = value.chain[0][1]
+                for op, operand in value.chain[1:]:
+                    text = _apply(text, op, operand)
+                options[name] = Value(text, value.where)
     return sections, where_sections
 
 
@@ -153,22 +214,44 @@ def load(location, fetch=None, _stack=()):
 
 
 def _merge(into, other):
-    """Lay ``other`` over ``into``: '=' replaces, '+=' appends lines, '-=' removes lines."""
+    """Lay ``other`` over ``into`` as zc.buildout does: '=' replaces; '+=' adds lines and
+    '-=' removes them from the value below, or from an empty one in a section that
+    exists below; in a new section '+=' is an assignment, except in a section made
+    with ``<=``, where the operations wait for the macro's value (``pending``)."""
     for name, options in other.sections.items():
+        existed = name in into.sections
         target = into.sections.setdefault(name, {})
         into.section_where.setdefault(name, other.section_where.get(name, ""))
+        macro = "<" in options or "<" in target
         for option, value in options.items():
             base = target.get(option)
-            text = base.text if base is not None else None
-            for op, operand in value.operations():
-                text = operand if op == "=" else _apply(text or "", op, operand)
-            target[option] = Value(text, value.where)
+            operations = value.operations()
+            if operations[0][0] != "=" and (base is None or base.pending):
+                earlier = base.operations() if base is not None else []
+                if macro:
+                    target[option] = Value("", value.where, operations[0][0],
+                                           chain=earlier + operations)
+                    continue
+                if base is None and not existed and operations[0][0] == "+=":
+                    operations = [("=", operations[0][1])] + operations[1:]
+                else:
+                    operations = earlier + operations
+            target[option] = Value(resolve(base.text if base is not None and not base.pending
+                                           else "", operations), value.where)
     into.files.extend(f for f in other.files if f not in into.files)
 
 
+def resolve(text, operations):
+    """``text`` with the operations ('=', '+=', '-=') applied in order."""
+    for op, operand in operations:
+        text = operand if op == "=" else _apply(text, op, operand)
+    return text
+
+
 def _apply(base, op, operand):
-    """'+=' appends lines to ``base``; '-=' removes the lines of ``operand`` from it."""
+    """'+=' adds the operand's lines after ``base``'s; '-=' removes from ``base`` the
+    lines equal to one of the operand's. Blank lines are kept, as buildout keeps them."""
     if op == "+=":
-        return "\n".join(l for l in base.splitlines() + operand.splitlines() if l.strip())
-    removed = {l.strip() for l in operand.splitlines()}
-    return "\n".join(l for l in base.splitlines() if l.strip() and l.strip() not in removed)
+        return "\n".join(base.split("\n") + operand.split("\n"))
+    removed = set(operand.split("\n"))
+    return "\n".join(line for line in base.split("\n") if line not in removed)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from .. import recipes, safefs
@@ -41,6 +42,11 @@ def load_profile(url, directory, download_cache, overrides=None, effects=False, 
         "bin-directory": str(directory / "bin"),
         "download-cache": str(download_cache),
         "software-url": url,
+        # what zc.buildout defines and SlapOS profiles refer to (eggs live nowhere
+        # else here; the executable is the interpreter slapnode runs on)
+        "eggs-directory": str(directory / "eggs"),
+        "develop-eggs-directory": str(directory / "develop-eggs"),
+        "executable": sys.executable,
     }}
     return expand.Profile(raw, builtins=builtins, computed=recipes.computed_option,
                           overrides=overrides, effects=effects, trusted=trusted)
