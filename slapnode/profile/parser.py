@@ -94,13 +94,15 @@ def read_location(location, fetch):
 
 
 def _finish(value, first, lines):
-    """An option's text as zc.buildout makes it: the text after ``=``, then the
-    continuation lines with their common indentation removed (the relative one kept),
-    blank lines inside kept, trailing ones dropped; an empty first line is dropped."""
-    while lines and not lines[-1].strip():
-        lines.pop()
-    rest = textwrap.dedent("\n".join(lines)) if lines else ""
-    value.text = (first + "\n" + rest) if first and lines else (first or rest)
+    """An option's text as zc.buildout makes it. With text after ``=``, the continuation
+    lines are stripped and blank ones dropped. With nothing after ``=`` (a block), they
+    keep their indentation and blank lines: the block loses its common indentation (the
+    relative one stays), its leading blank lines and its trailing whitespace."""
+    if first:
+        value.text = "\n".join([first] + [line.strip() for line in lines if line.strip()])
+        return
+    block = textwrap.dedent("\n" + "\n".join(line.rstrip() for line in lines).rstrip())
+    value.text = re.sub(r"^(\s*\n)+", "", block)
 
 
 def parse_text(text, location):
