@@ -38,6 +38,9 @@ BUILDOUT_OWN = {"allow-hosts", "allow-picked-versions", "eggs-directory-version"
                 "versions", "executable", "eggs-directory"}
 
 
+SLAPNODE_OWN = {"download-cache", "software-url"}      # [buildout] options slapnode adds
+
+
 def oracle_venv(where):
     python = Path(where) / "bin" / "python"
     if not python.exists():
@@ -47,12 +50,13 @@ def oracle_venv(where):
 
 
 def slapnode_expand(path):
-    raw = parser.load(str(path))
-    profile = expand.Profile(raw, builtins={"buildout": {
-        "directory": SR, "parts-directory": f"{SR}/parts", "bin-directory": f"{SR}/bin",
-        "develop-eggs-directory": f"{SR}/develop-eggs"}})
+    """Every section of ``path`` as slapnode's engine expands it (the engine's own
+    [buildout] directories, as a build in /SR would have them)."""
+    from slapnode.software import engine
+
+    profile = engine.load_profile(str(path), SR, f"{SR}/.download-cache")
     out = {}
-    for name in raw.sections:
+    for name in profile.raw.sections:
         try:
             out[name] = profile.section(name)
         except parser.ProfileError as exc:
@@ -74,20 +78,22 @@ def buildout_expand(python, path, scratch, timeout):
         return {"refused": (result.stderr.strip().splitlines() or ["no output"])[-1]}
 
 
-def normalise(text, scratch):
-    """buildout's value as slapnode means it: its directory is /SR, and ``$${`` is
-    ``${`` (SlapOS's fork of zc.buildout unescapes it; upstream keeps it; slapnode
-    follows the fork, whose releases rely on it)."""
-    return text.replace(scratch, SR).replace("$${", "${")
+def normalise(text, scratch, python):
+    """buildout's value as slapnode means it: its directory is /SR, its eggs directory
+    slapnode's (no ``v5``), its interpreter slapnode's, and ``$${`` is ``${`` (SlapOS's
+    fork of zc.buildout unescapes it; upstream keeps it; slapnode follows the fork, whose
+    releases rely on it)."""
+    return (text.replace(scratch, SR).replace(f"{SR}/eggs/v5", f"{SR}/eggs")
+            .replace(str(python), sys.executable).replace("$${", "${"))
 
 
-def compare(mine, theirs, scratch):
+def compare(mine, theirs, scratch, python):
     """[(section, option, mine, theirs)] where the two differ (errors included)."""
     differences = []
     for section in sorted(set(mine) | set(theirs)):
         a, b = mine.get(section), theirs.get(section)
-        if a is None and section == "versions":
-            continue            # buildout's own pins of its eggs
+        if a is None and section in ("versions", "buildout"):
+            continue            # buildout's own section and pins of its eggs
         if a is None or b is None:
             if (b or {}).get("__error__") is None:
                 differences.append((section, "*", "present" if a else "absent",
@@ -96,13 +102,14 @@ def compare(mine, theirs, scratch):
         if "__error__" in b:
             continue            # buildout cannot expand it either
         for option in sorted(set(a) | set(b)):
-            if section == "buildout" and option in BUILDOUT_OWN:
+            if section == "buildout" and option in BUILDOUT_OWN | SLAPNODE_OWN or \
+                    section == "versions" and option in ("zc.buildout", "zc.recipe.egg"):
                 continue
             if option.startswith("_") or option == "<":
                 continue
             left = a.get(option)
             right = b.get(option)
-            right = normalise(right, scratch) if right is not None else None
+            right = normalise(right, scratch, python) if right is not None else None
             if left != right:
                 differences.append((section, option, left, right))
     return differences
@@ -121,7 +128,7 @@ def one(python, path, timeout):
             return path, "buildout refuses", theirs["refused"], None, took
         if "timeout" in theirs:
             return path, "buildout too slow", theirs["timeout"], None, took
-        differences = compare(mine, theirs["ok"], scratch)
+        differences = compare(mine, theirs["ok"], scratch, python)
         return path, "differs" if differences else "same", differences, None, took
 
 
@@ -133,11 +140,14 @@ def main():
     ap.add_argument("--show", type=int, default=8, help="differences shown per kind")
     ap.add_argument("--timeout", type=float, default=60, help="seconds zc.buildout gets per profile")
     ap.add_argument("--sample", type=int, default=0, help="every Nth profile only (0: all)")
+    ap.add_argument("--only", nargs="*", default=(), help="these components only")
     args = ap.parse_args()
     python = oracle_venv(args.venv)
     paths = sorted(Path(args.checkout).glob("component/*/buildout.cfg"))
     if args.sample:
         paths = paths[::args.sample]
+    if args.only:
+        paths = [p for p in paths if p.parent.name in args.only]
     results = []
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         for result in pool.map(lambda p: one(python, p, args.timeout), paths):
