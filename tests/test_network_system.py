@@ -33,6 +33,7 @@ from slapnode.errors import MasterError
 
 from .conftest import free_port, require_lxc, slapnode_cmd, stop_group, unique_name
 from .test_instances_system import _remove_ours
+from .security.conftest import write_release
 from .test_releases_system import JOB as CONDOR_JOB
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -387,19 +388,7 @@ def _request(net, token, title, release, node_key, parameters=None, wait=120):
 
 
 def _release(net, name, instance_cfg):
-    sr = net.base / f"{name}-sr"
-    sr.mkdir()
-    (sr / "instance.cfg.in").write_text(instance_cfg)
-    (sr / "software.cfg").write_text("""[buildout]
-parts = instance
-[instance]
-recipe = slapnode:download
-url = ${:_profile_base_location_}/instance.cfg.in
-destination = ${buildout:directory}
-filename = instance.cfg
-""")
-    os.chmod(sr, 0o755)
-    url = str(sr / "software.cfg")
+    url = write_release(net.base, instance_cfg, name)
     net.client().add_software(url, unique_name(name))
     return url
 

@@ -10,6 +10,7 @@ needed: the build runs as the software user.
 """
 
 import fcntl
+import functools
 import os
 import re
 import time
@@ -101,6 +102,7 @@ def system_sources(etc="/etc/apt"):
     return found
 
 
+@functools.lru_cache(maxsize=None)
 def system_codename(os_release="/etc/os-release"):
     try:
         for line in Path(os_release).read_text().splitlines():
