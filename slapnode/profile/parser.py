@@ -194,24 +194,34 @@ def parse_text(text, location):
     return sections, where_sections
 
 
-def load(location, fetch=None, _stack=()):
-    """Read ``location`` and everything it extends into one RawProfile."""
+def load(location, fetch=None, _stack=(), _loaded=None):
+    """Read ``location`` and everything it extends into one RawProfile.
+
+    A file extended along several paths (SlapOS's components extend each other as a
+    diamond: stack/slapos.cfg reaches some files hundreds of times) is laid over again
+    each time, as buildout does, but read and merged only once (``_loaded``: what each
+    file and its extends make; _merge never changes what it lays over)."""
     if location in _stack:
         chain = " -> ".join(list(_stack) + [location])
         raise ProfileError(f"extends loop: {chain}")
     if len(_stack) > MAX_EXTENDS_DEPTH:
         raise ProfileError(f"{location}: extends nested deeper than {MAX_EXTENDS_DEPTH}")
+    if _loaded is None:
+        _loaded = {}
+    elif location in _loaded:
+        return _loaded[location]
     text = read_location(location, fetch)
     sections, where_sections = parse_text(text, location)
     merged = RawProfile()
     extends = sections.get("buildout", {}).pop("extends", None)
     if extends is not None:
         for ref in extends.text.split():
-            parent = load(_join(_base_of(location), ref), fetch, _stack + (location,))
+            parent = load(_join(_base_of(location), ref), fetch, _stack + (location,), _loaded)
             _merge(merged, parent)
     merged.files.append(location)
     own = RawProfile(sections, where_sections, [])
     _merge(merged, own)
+    _loaded[location] = merged
     return merged
 
 

@@ -87,8 +87,9 @@ def normalise(text, scratch, python):
             .replace(str(python), sys.executable).replace("$${", "${"))
 
 
-def compare(mine, theirs, scratch, python):
-    """[(section, option, mine, theirs)] where the two differ (errors included)."""
+def compare(mine, theirs, fix=lambda text: text):
+    """[(section, option, mine, theirs)] where the two differ (errors included);
+    ``fix`` turns buildout's text into what slapnode means by it."""
     differences = []
     for section in sorted(set(mine) | set(theirs)):
         a, b = mine.get(section), theirs.get(section)
@@ -109,7 +110,7 @@ def compare(mine, theirs, scratch, python):
                 continue
             left = a.get(option)
             right = b.get(option)
-            right = normalise(right, scratch, python) if right is not None else None
+            right = fix(right) if right is not None else None
             if left != right:
                 differences.append((section, option, left, right))
     return differences
@@ -128,7 +129,7 @@ def one(python, path, timeout):
             return path, "buildout refuses", theirs["refused"], None, took
         if "timeout" in theirs:
             return path, "buildout too slow", theirs["timeout"], None, took
-        differences = compare(mine, theirs["ok"], scratch, python)
+        differences = compare(mine, theirs["ok"], lambda text: normalise(text, scratch, python))
         return path, "differs" if differences else "same", differences, None, took
 
 
