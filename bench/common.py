@@ -72,7 +72,7 @@ def print_rows(rows, columns):
 
 def make_node(master_url, admin_client, base, prefix, partitions, isolation, ipv4_range, name="bench"):
     """Register and format a node whose names all start with ``prefix``. Returns (config, path)."""
-    token = admin_client.create_enrollment_token(name)["token"]
+    token = admin_client.create_enrollment_token(name, scope="public")["token"]
     path = Path(base) / "node.cfg"
     timed(SLAPNODE + ["node", "register", "--master", master_url, "--token", token, "--config",
                       str(path), "--partitions", str(partitions), "--user-prefix", f"{prefix}u",

@@ -45,7 +45,7 @@ WORK = Path(os.environ.get("SLAPNODE_BENCH_DIR", "/opt/slapnode-bench"))
 def slapnode_runs(master_url, admin, size, runs, tmp):
     scratch, noop = [], []
     for run in range(runs):
-        token = Client(master_url, admin).create_enrollment_token(f"bench-{size}-{run}")["token"]
+        token = Client(master_url, admin).create_enrollment_token(f"bench-{size}-{run}", scope="public")["token"]
         cfg = tmp / f"node-{size}-{run}.cfg"
         subprocess.run(SLAPNODE + ["node", "register", "--master", master_url, "--token", token,
                                    "--config", str(cfg), "--partitions", str(size),

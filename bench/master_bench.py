@@ -143,7 +143,7 @@ def main():
         client = Client(url, admin)
         client.add_software("http://bench.example/bench.cfg", "bench")
         token = client.add_user("bench")["token"]
-        enroll = client.create_enrollment_token("bench-node")["token"]
+        enroll = client.create_enrollment_token("bench-node", scope="public")["token"]
         credential = Client(url).enroll(enroll)["credential"]
         node = Client(url, credential)
         node.report_partitions([{"reference": f"slappart{i}"} for i in range(args.partitions)])

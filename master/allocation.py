@@ -1,7 +1,8 @@
 """Allocation: which partition of which computer takes an instance.
 
 Owns the node filter (``--node key=value``: its keys and their parsing, pure;
-the SQL clauses that apply it), and, inside the caller's
+the SQL clauses that apply it), the allocation scopes (whose instances a
+computer takes: its owner decides), and, inside the caller's
 write transaction, the choice of a free partition and its claim. A claim is a
 compare-and-set (``UPDATE partitions SET instance_id = :i WHERE id = :p AND
 instance_id IS NULL``): of two concurrent requests for one partition exactly
@@ -10,10 +11,18 @@ again. On PostgreSQL the candidate row is also locked (``FOR UPDATE SKIP
 LOCKED``) so that concurrent requests take different partitions at once.
 """
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from .limits import MAX_INT
-from .models import Computer, Partition, Supply
+from .models import Computer, ComputerFriend, GroupMember, NetworkComputer, Network, Partition, Supply
+
+# Whose instances a computer takes; personal is the default of a new computer.
+SCOPES = {
+    "personal": "its owner's instances only",
+    "friends": "its owner's and those of the members of the groups it names",
+    "public": "anyone's instances",
+    "closed": "no new instances (those it has stay)",
+}
 
 # key -> description. filter_clauses() turns a parsed filter into SQL.
 FILTER_KEYS = {
@@ -23,6 +32,7 @@ FILTER_KEYS = {
     "min-disk-gb": "at least this much disk (GB)",
     "arch": "machine architecture, e.g. x86_64",
     "distribution": "distribution, e.g. debian-12",
+    "network": "one of your networks (`slapnode network list`)",
 }
 _INTEGER_KEYS = {"min-ram-mb", "min-cpus", "min-disk-gb"}
 
@@ -54,7 +64,9 @@ def parse_filter(raw):
     return result
 
 
-def filter_clauses(node_filter):
+def filter_clauses(node_filter, requester_id=None):
+    """SQL clauses on Computer for a parsed filter; ``network`` names one of the
+    requester's networks."""
     columns = {
         "computer": lambda v: Computer.name == v,
         "min-ram-mb": lambda v: Computer.ram_mb >= v,
@@ -62,21 +74,53 @@ def filter_clauses(node_filter):
         "min-disk-gb": lambda v: Computer.disk_gb >= v,
         "arch": lambda v: Computer.arch == v,
         "distribution": lambda v: Computer.distribution == v,
+        "network": lambda v: Computer.id.in_(
+            select(NetworkComputer.computer_id)
+            .join(Network, Network.id == NetworkComputer.network_id)
+            .where(Network.owner_id == requester_id, Network.name == v)),
     }
     return [columns[key](value) for key, value in node_filter.items()]
 
 
-def find_free_partition(session, sr_url, node_filter, computer_id=None):
+def scope_clause(requester_id):
+    """SQL: the computers that take a new instance of ``requester_id``."""
+    friends = (select(ComputerFriend.computer_id)
+               .join(GroupMember, GroupMember.group_id == ComputerFriend.group_id)
+               .where(GroupMember.user_id == requester_id))
+    return and_(Computer.allocation_scope != "closed",
+                or_(Computer.owner_id == requester_id, Computer.allocation_scope == "public",
+                    and_(Computer.allocation_scope == "friends", Computer.id.in_(friends))))
+
+
+def refusal(session, computer, requester_id):
+    """Why ``computer`` takes no new instance of ``requester_id`` (one line), or None."""
+    if computer.allocation_scope == "closed":
+        return f"computer {computer.name!r} is closed to new instances (its owner closed it)"
+    if computer.owner_id == requester_id or computer.allocation_scope == "public":
+        return None
+    if computer.allocation_scope == "friends":
+        allowed = session.scalars(select(ComputerFriend.computer_id).join(
+            GroupMember, GroupMember.group_id == ComputerFriend.group_id).where(
+            ComputerFriend.computer_id == computer.id, GroupMember.user_id == requester_id)).first()
+        if allowed is not None:
+            return None
+        return (f"computer {computer.name!r} takes instances of its owner's friends only, and you "
+                "are in none of the groups it names; ask its owner")
+    return f"computer {computer.name!r} takes its owner's instances only; ask its owner"
+
+
+def find_free_partition(session, sr_url, node_filter, computer_id=None, requester_id=None):
     """The id of a free partition fitting the filter, or None.
 
     Computers that already have the software release are preferred (no build
     to wait for), then partitions in a stable order so that a node fills up
-    predictably. Each query walks the partial index of free partitions.
+    predictably. Only computers whose scope takes the requester's instances count.
+    Each query walks the partial index of free partitions.
     """
     base = (select(Partition.id)
             .join(Computer, Partition.computer_id == Computer.id)
             .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None),
-                   *filter_clauses(node_filter))
+                   scope_clause(requester_id), *filter_clauses(node_filter, requester_id))
             .order_by(Partition.computer_id, Partition.id)
             .limit(1))
     if computer_id is not None:

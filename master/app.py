@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from slapnode import __version__
 
 from . import limits
-from .api import cache, catalog, computers, instances, node, users
+from .api import cache, catalog, computers, groups, instances, node, users
 from .api.deps import SafeJSONResponse
 from .errors import ApiError
 from .users import NodeCredentials, UserTokens
@@ -141,7 +141,7 @@ def create_app(master):
     def health():
         return {"ok": True, "version": __version__, "parked_long_polls": master.board.parked}
 
-    for module in (users, catalog, computers, instances, cache, node):
+    for module in (users, catalog, computers, groups, instances, cache, node):
         app.include_router(module.router, prefix=API)
 
     if master.releases_dir and Path(master.releases_dir).is_dir():

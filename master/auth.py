@@ -9,9 +9,10 @@ Prefixes say what a token is for, so a token pasted in the wrong place gets a
 helpful error: ``snu_`` user, ``sne_`` enrollment (one time), ``snn_`` node.
 """
 
+import datetime as dt
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 USER_PREFIX = "snu_"
 ENROLL_PREFIX = "sne_"
@@ -33,6 +34,8 @@ class UserPrincipal:
     id: int
     name: str
     is_admin: bool
+    disabled: bool = False
+    expires_at: dt.datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Computers: enrollment, partitions, supplies, the desired state, the node's reports.
+"""Computers: enrollment, ownership, partitions, supplies, the desired state, the node's reports.
 
 Owns the node side of the master's logic: turning a one-time enrollment token
-into a node credential, taking a node's partition report (growing, and
+into a node credential (the computer belongs to whoever made the token), its
+owner's allocation scope, taking a node's partition report (growing, and
 shrinking only free partitions), administering supplies, computing a
 computer's desired-state document, and taking the node's report of actual
 state (software status, instance status, connection parameters, promises).
@@ -14,10 +15,11 @@ from sqlalchemy import func, select, update
 
 from slapnode.states import DESTROYED, InstanceStatus, SupplyStatus
 
-from . import auth, catalog, instances, limits
+from . import allocation, audit, auth, catalog, groups, instances, limits
 from .core import touch_computer, touch_instance
-from .errors import BadRequest, Conflict, NotFound, Unauthorized
-from .models import Computer, EnrollmentToken, Instance, Partition, Supply, iso, utcnow
+from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from .models import (Computer, ComputerFriend, EnrollmentToken, Group, Instance, Partition, Supply,
+                     User, iso, utcnow)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENROLLMENT_LIFETIME = dt.timedelta(days=7)
@@ -30,11 +32,23 @@ def check_name(name):
                          "starting with a letter or digit")
 
 
-def create_enrollment_token(session, admin, name):
+def check_scope(scope):
+    if scope not in allocation.SCOPES:
+        raise BadRequest(f"allocation scope {scope!r} must be one of {', '.join(allocation.SCOPES)}")
+
+
+def create_enrollment_token(session, principal, name, scope=None):
+    """A one-time token enrolling ``name`` for ``principal``: a new computer becomes
+    theirs; an existing one (re-enrollment) only by its owner or an admin."""
     check_name(name)
+    if scope is not None:
+        check_scope(scope)
+    existing = session.scalars(select(Computer).where(Computer.name == name)).first()
+    if existing is not None and existing.owner_id != principal.id and not principal.is_admin:
+        raise Forbidden(f"computer {name!r} belongs to someone else; choose another name")
     token, digest = auth.mint(auth.ENROLL_PREFIX)
-    session.add(EnrollmentToken(token_hash=digest, computer_name=name, created_by=admin.id,
-                                expires_at=utcnow() + ENROLLMENT_LIFETIME))
+    session.add(EnrollmentToken(token_hash=digest, computer_name=name, created_by=principal.id,
+                                scope=scope, expires_at=utcnow() + ENROLLMENT_LIFETIME))
     return token
 
 
@@ -66,13 +80,18 @@ def enroll(session, token, name=None, capacity=None):
         raise Unauthorized("this enrollment token was already used; ask the admin for a new one")
     computer = session.scalars(select(Computer).where(Computer.name == record.computer_name)).first()
     if computer is None:
-        computer = Computer(name=record.computer_name, owner_id=record.created_by)
+        computer = Computer(name=record.computer_name, owner_id=record.created_by,
+                            allocation_scope=record.scope or "personal")
         session.add(computer)
+    elif record.scope is not None:
+        computer.allocation_scope = record.scope
     credential, digest = auth.mint(auth.NODE_PREFIX)
     computer.credential_hash = digest          # a re-enrollment rotates the credential
     computer.enrolled_at = computer.last_seen = utcnow()
     set_capacity(computer, capacity or {})
     session.flush()
+    audit.record(session, auth.NodePrincipal(computer.id, computer.name), "computer", computer.id,
+                 computer.name, "enrolled", scope=computer.allocation_scope)
     touch_computer(session, computer.id)
     return computer, credential
 
@@ -134,7 +153,7 @@ def report_partitions(session, computer, reported):
     instances.place_pending(session, computer.id)
 
 
-def supply(session, ref, computer_name, requested="available"):
+def supply(session, ref, computer_name, requested="available", by=None):
     release = catalog.require(session, ref)
     computer = get_by_name(session, computer_name)
     row = session.scalars(select(Supply).where(
@@ -147,6 +166,9 @@ def supply(session, ref, computer_name, requested="available"):
     elif row.requested == requested:
         return row
     row.requested = requested
+    session.flush()
+    audit.record(session, by, "supply", row.id, f"{release.title} on {computer.name}",
+                 "supplied" if requested == "available" else requested)
     if requested == "available" and row.status == SupplyStatus.DESTROYED:
         row.status = SupplyStatus.PENDING
     row.updated_at = utcnow()
@@ -204,6 +226,7 @@ def apply_report(session, computer, report):
     """Take a node's report of actual state. Entries about what this computer
     does not hold (anymore) are ignored: a node sees only its own computer."""
     computer.last_seen = utcnow()
+    node = auth.NodePrincipal(computer.id, computer.name)
     for item in report.get("software", []):
         _software_report(session, computer, item)
     partitions = {p.reference: p for p in session.scalars(
@@ -215,13 +238,13 @@ def apply_report(session, computer, report):
         if partition.instance_id is None or partition.instance_id != item["instance_id"]:
             continue        # stale: the partition changed hands since the node looked
         instance = session.get(Instance, partition.instance_id)
-        _instance_report(session, instance, item)
+        _instance_report(session, instance, item, node)
     for item in report.get("shared", []):
         instance = session.get(Instance, item["instance_id"])
         host = session.get(Instance, instance.host_instance_id) if instance and instance.host_instance_id else None
         if host is None or host.partition is None or host.partition.computer_id != computer.id:
             continue
-        _instance_report(session, instance, item)
+        _instance_report(session, instance, item, node)
 
 
 def _software_report(session, computer, item):
@@ -239,13 +262,17 @@ def _software_report(session, computer, item):
     row.updated_at = utcnow()
 
 
-def _instance_report(session, instance, item):
+def _instance_report(session, instance, item, node):
     status = item.get("status")
     if status == InstanceStatus.DESTROYED:
         if instance.requested_state == DESTROYED:
+            audit.record(session, node, "instance", instance.id, instance.title, "destroyed")
             instances.free(session, instance)
         return
     if status is not None:
+        if status != instance.status:
+            audit.record(session, node, "instance", instance.id, instance.title, status,
+                         was=instance.status, reason=(item.get("reason") or "")[:500])
         instance.status = status
         instance.status_reason = item.get("reason") or ""
     connection = item.get("connection")
@@ -254,7 +281,9 @@ def _instance_report(session, instance, item):
         instance.status = InstanceStatus.ERROR
         instance.status_reason = (f"the instance published more than {limits.MAX_CONNECTION // 1024} "
                                   "KiB of connection parameters; they were not kept")
-    if connection is not None:
+    if connection is not None and connection != instance.connection:
+        audit.record(session, node, "instance", instance.id, instance.title, "published",
+                     keys=[key[:64] for key in sorted(connection)[:50]])     # names, not values
         instance.connection = connection
     if item.get("promises") is not None:
         instance.promises = item["promises"]
@@ -264,9 +293,12 @@ def _instance_report(session, instance, item):
     touch_instance(session, instance.id)
 
 
-def view(computer, total=0, used=0):
+def view(computer, total=0, used=0, owner=None, friends=()):
     return {
         "name": computer.name,
+        "owner": owner,
+        "scope": computer.allocation_scope,
+        "friends": list(friends),
         "enrolled": computer.credential_hash is not None,
         "partitions": total,
         "free": total - used,
@@ -281,19 +313,63 @@ def view(computer, total=0, used=0):
     }
 
 
-def list_all(session):
+def list_for(session, principal, name=None):
+    """Admins see every computer; a user their own and those that take their instances."""
+    query = select(Computer).order_by(Computer.name)
+    if name is not None:
+        query = query.where(Computer.name == name)
+    if not principal.is_admin:
+        query = query.where((Computer.owner_id == principal.id) | allocation.scope_clause(principal.id))
+    rows = session.scalars(query).all()
+    ids = [c.id for c in rows]
     counts = dict(session.execute(select(Partition.computer_id, func.count(Partition.id))
+                                  .where(Partition.computer_id.in_(ids))
                                   .group_by(Partition.computer_id)).all())
     used = dict(session.execute(select(Partition.computer_id, func.count(Partition.instance_id))
+                                .where(Partition.computer_id.in_(ids))
                                 .group_by(Partition.computer_id)).all())
-    return [view(c, counts.get(c.id, 0), used.get(c.id, 0))
-            for c in session.scalars(select(Computer).order_by(Computer.name))]
+    owners = dict(session.execute(select(User.id, User.name)).all())
+    friends = {}
+    for computer_id, name in session.execute(
+            select(ComputerFriend.computer_id, Group.name).join(Group, Group.id == ComputerFriend.group_id)
+            .where(ComputerFriend.computer_id.in_(ids)).order_by(Group.name)):
+        friends.setdefault(computer_id, []).append(name)
+    return [view(c, counts.get(c.id, 0), used.get(c.id, 0), owners.get(c.owner_id),
+                 friends.get(c.id, ())) for c in rows]
 
 
+def set_scope(session, principal, name, scope, friend_groups=None):
+    """The owner (or an admin) says whose instances the computer takes; with
+    ``friends``, ``friend_groups`` names the groups (kept as they are when None)."""
+    check_scope(scope)
+    computer = get_by_name(session, name)
+    if computer.owner_id != principal.id and not principal.is_admin:
+        raise Forbidden(f"computer {name!r} is not yours; its owner sets its scope")
+    if friend_groups is not None:
+        wanted = [groups.get(session, g) for g in dict.fromkeys(friend_groups)]
+        session.execute(ComputerFriend.__table__.delete().where(
+            ComputerFriend.computer_id == computer.id))
+        for group in wanted:
+            session.add(ComputerFriend(computer_id=computer.id, group_id=group.id))
+    elif scope == "friends" and session.scalars(select(ComputerFriend.group_id).where(
+            ComputerFriend.computer_id == computer.id)).first() is None:
+        raise BadRequest("scope 'friends' needs the groups whose members may allocate: "
+                         f"`slapnode computer scope {name} friends --group NAME`")
+    before = computer.allocation_scope
+    computer.allocation_scope = scope
+    audit.record(session, principal, "computer", computer.id, name, "scope set", scope=scope,
+                 was=before, groups=list(friend_groups) if friend_groups is not None else None)
+    session.flush()
+    if scope != "closed":
+        instances.place_pending(session, computer.id)
+    return computer
 
-def set_trusted(session, name, trusted):
+
+def set_trusted(session, admin, name, trusted):
     computer = get_by_name(session, name)
     if computer.trusted_builder != trusted:
         computer.trusted_builder = trusted
+        audit.record(session, admin, "computer", computer.id, name,
+                     "trusted" if trusted else "untrusted")
         touch_computer(session, computer.id)
     return computer

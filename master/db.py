@@ -127,14 +127,32 @@ def alembic_config(url):
     return config
 
 
-def migrate(db):
-    """Bring the schema to the newest migration. Safe to run again."""
+def migrate(db, revision="head"):
+    """Bring the schema to ``revision`` (the newest by default). Safe to run again.
+
+    On SQLite, foreign keys are off while migrating: Alembic's batch mode copies a
+    table and drops the old one, and with foreign keys on that drop would cascade
+    (deleting every token with its users table). They are checked afterwards and
+    the migration rolls back if any is broken."""
     from alembic import command
 
-    with db.write_engine.begin() as connection:
-        config = alembic_config(db.url)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with db.write_engine.connect() as connection:
+        raw = connection.connection.driver_connection if is_sqlite(db.url) else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")          # outside any transaction
+        try:
+            with connection.begin():
+                config = alembic_config(db.url)
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                if raw is not None:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left {len(broken)} broken references "
+                                           f"(first: {broken[0]}); nothing was changed")
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def is_migrated(db):

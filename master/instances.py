@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
 
-from . import allocation, catalog, limits, names
+from . import allocation, audit, catalog, groups, limits, names, networks
 from .core import touch_computer, touch_instance
-from .errors import ApiError, BadRequest, Conflict, Invalid, NotFound
-from .models import Computer, Instance, Partition, Supply, User, iso, utcnow
+from .errors import ApiError, BadRequest, Conflict, Forbidden, Invalid, NotFound
+from .models import Computer, Group, Instance, Partition, Supply, User, iso, utcnow
 
 TYPE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 EVERYONE = "*"
@@ -93,7 +93,7 @@ def _find_host(session, instance):
              .where(Instance.shared.is_(False), Instance.sr_url == instance.sr_url,
                     Instance.software_type == instance.software_type,
                     Instance.requested_state != DESTROYED,
-                    *allocation.filter_clauses(instance.node_filter or {}))
+                    *allocation.filter_clauses(instance.node_filter or {}, instance.owner_id))
              .order_by(Instance.id).limit(MAX_HOST_CANDIDATES))
     requester = instance.owner or session.get(User, instance.owner_id)
     for host in session.scalars(query):
@@ -117,7 +117,8 @@ def place(session, instance, computer_id=None):
         return True
     for _attempt in range(10):
         partition_id = allocation.find_free_partition(session, instance.sr_url,
-                                                      instance.node_filter or {}, computer_id)
+                                                      instance.node_filter or {}, computer_id,
+                                                      instance.owner_id)
         if partition_id is None:
             return False
         if allocation.claim(session, partition_id, instance.id):
@@ -201,16 +202,42 @@ def check_request(session, title, software, software_type="default", parameters=
     return release.url
 
 
+def _check_targets(session, user, node_filter):
+    """A network the filter names is one of the requester's; a computer it names takes
+    the requester's instances (else the request would wait for ever)."""
+    if "network" in node_filter:
+        networks.get(session, user, node_filter["network"])
+    if "computer" in node_filter:
+        computer = session.scalars(select(Computer).where(
+            Computer.name == node_filter["computer"])).first()
+        if computer is not None:
+            reason = allocation.refusal(session, computer, user.id)
+            if reason:
+                raise Forbidden(reason)
+
+
+def _group_id(session, user, group):
+    if not group:
+        return None
+    row = groups.get(session, group)
+    if not groups.is_member(session, row.id, user.id):
+        raise Forbidden(f"you are not a member of group {group!r}; its owner can add you")
+    return row.id
+
+
 def request(session, user, title, software, software_type="default", parameters=None,
-            shared=False, node=None, state="started", share_with=(), checked=False):
+            shared=False, node=None, state="started", share_with=(), checked=False, group=None):
     """Create or update the instance (user, title). Returns (instance, changed).
-    ``checked``: ``check_request`` already passed (parameters are not checked again)."""
+    ``checked``: ``check_request`` already passed (parameters are not checked again).
+    ``group``: a group of the requester whose members may see and manage it."""
     if not checked:
         check_request(session, title, software, software_type, parameters, shared, node, state,
                       share_with)
     parameters = parameters or {}
     share_with = check_share_with(share_with, shared)
     node_filter = allocation.parse_filter(node or {})
+    _check_targets(session, user, node_filter)
+    group_id = _group_id(session, user, group)
 
     instance = session.scalars(select(Instance).where(
         Instance.owner_id == user.id, Instance.title == title)).first()
@@ -221,7 +248,7 @@ def request(session, user, title, software, software_type="default", parameters=
             if instance is None:
                 raise NotFound(f"no instance {title!r} to destroy; see `slapnode instance list`")
             return instance, False
-        return instance, _set_state(session, instance, DESTROYED)
+        return instance, _set_state(session, instance, DESTROYED, by=user)
 
     release = catalog.require(session, software)
 
@@ -246,8 +273,13 @@ def request(session, user, title, software, software_type="default", parameters=
         instance.promises = []
         instance.status = InstanceStatus.PENDING
         instance.status_reason = ""
+        instance.group_id = group_id
         instance.created_at = instance.updated_at = utcnow()
         session.flush()
+        audit.record(session, user, "instance", instance.id, title, "requested",
+                     software=release.url, type=software_type, state=state,
+                     parameters=sorted(parameters), node=node_filter, shared=bool(shared),
+                     group=group)
         place(session, instance)
         touch_instance(session, instance.id)
         return instance, True
@@ -257,8 +289,20 @@ def request(session, user, title, software, software_type="default", parameters=
                        "destroy it and request it again to change that")
     changed = (instance.sr_url != release.url or instance.software_type != software_type
                or instance.parameters != parameters)
+    what = {}
+    if instance.sr_url != release.url:
+        what["software"] = release.url
+    if instance.software_type != software_type:
+        what["type"] = software_type
+    if instance.parameters != parameters:
+        what["parameters"] = sorted(k for k in set(parameters) | set(instance.parameters or {})
+                                    if parameters.get(k) != (instance.parameters or {}).get(k))
     if instance.node_filter != node_filter:
         instance.node_filter = node_filter      # applies to the next placement only
+        what["node"] = node_filter
+    if group is not None and instance.group_id != group_id:
+        instance.group_id = group_id
+        what["group"] = group
     if (instance.share_with or []) != share_with:
         instance.share_with = share_with
         _detach_refused(session, instance)
@@ -268,7 +312,9 @@ def request(session, user, title, software, software_type="default", parameters=
         instance.sr_url = release.url
         instance.software_type = software_type
         instance.parameters = parameters
-    state_changed = _set_state(session, instance, state, force=changed)
+    if what:
+        audit.record(session, user, "instance", instance.id, title, "changed", **what)
+    state_changed = _set_state(session, instance, state, force=changed, by=user)
     return instance, changed or state_changed
 
 
@@ -285,10 +331,14 @@ def _detach_refused(session, host):
     session.flush()
 
 
-def _set_state(session, instance, state, force=False):
+def _set_state(session, instance, state, force=False, by=None):
     """Record a requested state; tell the node. True if anything changed."""
     if instance.requested_state == state and not force:
         return False
+    if instance.requested_state != state:
+        audit.record(session, by, "instance", instance.id, instance.title,
+                     "destroy requested" if state == DESTROYED else state,
+                     was=instance.requested_state)
     instance.requested_state = state
     instance.updated_at = utcnow()
     touch_instance(session, instance.id)
@@ -308,14 +358,24 @@ def _set_state(session, instance, state, force=False):
     return True
 
 
-def change_state(session, user, title, state):
-    instance = get(session, user, title)
+def change_state(session, user, title, state, owner=None):
+    instance = get(session, user, title, owner)
     if instance.status == InstanceStatus.DESTROYED:
         raise Conflict(f"instance {title!r} is destroyed; request it again to recreate it")
-    return instance, _set_state(session, instance, state)
+    return instance, _set_state(session, instance, state, by=user)
 
 
-def get(session, user, title):
+def get(session, user, title, owner=None):
+    """``user``'s instance ``title``, or with ``owner``, that user's instance, if it is
+    in a group ``user`` belongs to (or ``user`` is an admin)."""
+    if owner and owner != user.name:
+        row = session.scalars(select(Instance).join(User, User.id == Instance.owner_id).where(
+            User.name == owner, Instance.title == title)).first()
+        if row is not None and (user.is_admin or (
+                row.group_id is not None and groups.is_member(session, row.group_id, user.id))):
+            return row
+        raise NotFound(f"no instance {title!r} of {owner!r} that you may see; it must be in one "
+                       "of your groups")
     instance = session.scalars(select(Instance).where(
         Instance.owner_id == user.id, Instance.title == title)).first()
     if instance is None:
@@ -324,8 +384,15 @@ def get(session, user, title):
 
 
 def list_for(session, user):
-    return session.scalars(select(Instance).where(Instance.owner_id == user.id)
-                           .order_by(Instance.id)).all()
+    """The user's instances, then those of their groups' members in those groups."""
+    return session.scalars(select(Instance).where(
+        (Instance.owner_id == user.id) | Instance.group_id.in_(groups.member_group_ids(user.id)))
+        .order_by(Instance.owner_id != user.id, Instance.id)).all()
+
+
+def history(session, user, title, owner=None):
+    instance = get(session, user, title, owner)
+    return audit.history(session, "instance", instance.id)
 
 
 def view(session, instance, naming=None):
@@ -345,8 +412,11 @@ def view(session, instance, naming=None):
         partition = host.partition if host is not None else None
         if host is not None and host.owner_id != instance.owner_id:
             host, partition = None, None
+    group = session.get(Group, instance.group_id) if instance.group_id else None
     return limits.finite({
         "title": instance.title,
+        "owner": instance.owner.name if instance.owner else None,
+        "group": group.name if group is not None else None,
         "software": instance.sr_url,
         "type": instance.software_type,
         "state": instance.requested_state,

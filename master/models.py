@@ -1,8 +1,9 @@
 """The master's tables (SQLAlchemy 2 declarative).
 
-Owns the data model only: users and their tokens, the software release
-catalog, computers with their partitions and supplies, enrollment tokens,
-and instances. Constraints here are the last line of defence of the
+Owns the data model only: users and their named tokens, groups of users,
+the software release catalog, computers (with their owner, allocation scope
+and networks), their partitions and supplies, enrollment tokens, instances,
+and the audit trail. Constraints here are the last line of defence of the
 allocation rules: a partition holds at most one instance (it has one
 ``instance_id`` column), an instance is in at most one partition (that column
 is unique), and a title is unique per owner. Free partitions are found
@@ -40,21 +41,48 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(254), default="")
+    # argon2id (argon2-cffi's encoded form), for the web; None: no password sign-in
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A disabled user's instances keep running; the user can no longer change anything.
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Token(Base):
-    """A user's API token. Only its SHA-256 is stored."""
+    """A user's named API token. Only its SHA-256 is stored; revoking deletes it."""
 
     __tablename__ = "tokens"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class Group(Base):
+    """A named set of users. Its owner manages it and is a member."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
+                                         index=True)
 
 
 class SoftwareRelease(Base):
@@ -87,9 +115,43 @@ class Computer(Base):
     arch: Mapped[str] = mapped_column(String(32), default="")
     distribution: Mapped[str] = mapped_column(String(64), default="")
     trusted_builder: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Whose instances it takes: personal (its owner's), friends (also the members of
+    # the groups in computer_friends), public (anyone's), closed (no new ones).
+    allocation_scope: Mapped[str] = mapped_column(String(16), default="personal")
     enrolled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ComputerFriend(Base):
+    """A group whose members may allocate on a computer with scope ``friends``."""
+
+    __tablename__ = "computer_friends"
+
+    computer_id: Mapped[int] = mapped_column(ForeignKey("computers.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True,
+                                          index=True)
+
+
+class Network(Base):
+    """A named set of computers of one owner; a request may target it."""
+
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NetworkComputer(Base):
+    __tablename__ = "network_computers"
+
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True)
+    computer_id: Mapped[int] = mapped_column(ForeignKey("computers.id", ondelete="CASCADE"),
+                                             primary_key=True, index=True)
 
 
 class EnrollmentToken(Base):
@@ -100,6 +162,8 @@ class EnrollmentToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     computer_name: Mapped[str] = mapped_column(String(64))
+    # the allocation scope the computer gets when it enrolls (None: personal, or unchanged)
+    scope: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
@@ -172,6 +236,9 @@ class Instance(Base):
     # Its name in DNS below the master's zone ("<title>.<owner>"), chosen once; unique.
     hostname: Mapped[str | None] = mapped_column(String(128), nullable=True)
     node_filter: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The group whose members may see and manage it (None: its owner only).
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"),
+                                                 nullable=True, index=True)
     requested_state: Mapped[str] = mapped_column(String(16))
     host_instance_id: Mapped[int | None] = mapped_column(
         ForeignKey("instances.id", ondelete="SET NULL"), nullable=True, index=True)
@@ -202,3 +269,21 @@ class CacheEntry(Base):
     size: Mapped[int] = mapped_column(Integer)
     computer_id: Mapped[int | None] = mapped_column(ForeignKey("computers.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who changed what, when: one row per change to an instance, computer, release,
+    supply, token, group, network or invoice. ``detail`` never holds a secret
+    (parameter values, connection values and tokens are named, not copied)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_subject", "subject_kind", "subject_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(80))          # "alice", "node:pc1", "master"
+    subject_kind: Mapped[str] = mapped_column(String(16))   # instance, computer, release, ...
+    subject_id: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(256))       # its title or name then
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -115,8 +115,54 @@ class Client:
     def me(self):
         return self.call("GET", "/me")
 
-    def add_user(self, name, admin=False):
-        return self.call("POST", "/users", json={"name": name, "admin": admin})
+    def add_user(self, name, admin=False, email=""):
+        return self.call("POST", "/users", json={"name": name, "admin": admin, "email": email})
+
+    def list_users(self):
+        return self.call("GET", "/users")
+
+    def change_user(self, name, **changes):
+        return self.call("PATCH", f"/users/{quote(name, safe='')}", json=changes)
+
+    def set_password(self, name, password):
+        return self.call("PUT", f"/users/{quote(name, safe='')}/password", json={"password": password})
+
+    # tokens
+    def list_tokens(self):
+        return self.call("GET", "/tokens")
+
+    def create_token(self, name, expires_at=None):
+        return self.call("POST", "/tokens", json={"name": name, "expires_at": expires_at})
+
+    def revoke_token(self, name):
+        return self.call("DELETE", f"/tokens/{quote(name, safe='')}")
+
+    # groups and networks
+    def list_groups(self):
+        return self.call("GET", "/groups")
+
+    def create_group(self, name):
+        return self.call("POST", "/groups", json={"name": name})
+
+    def add_group_member(self, name, user):
+        return self.call("POST", f"/groups/{quote(name, safe='')}/members", json={"user": user})
+
+    def remove_group_member(self, name, user):
+        return self.call("DELETE", f"/groups/{quote(name, safe='')}/members/{quote(user, safe='')}")
+
+    def list_networks(self):
+        return self.call("GET", "/networks")
+
+    def create_network(self, name):
+        return self.call("POST", "/networks", json={"name": name})
+
+    def add_network_computer(self, name, computer):
+        return self.call("POST", f"/networks/{quote(name, safe='')}/computers",
+                         json={"computer": computer})
+
+    def remove_network_computer(self, name, computer):
+        return self.call("DELETE",
+                         f"/networks/{quote(name, safe='')}/computers/{quote(computer, safe='')}")
 
     # catalog
     def add_software(self, url, title, price="0", description="", schema=None):
@@ -135,11 +181,18 @@ class Client:
                                                     "state": state})
 
     # computers
-    def create_enrollment_token(self, name):
-        return self.call("POST", "/enrollment-tokens", json={"name": name})
+    def create_enrollment_token(self, name, scope=None):
+        return self.call("POST", "/enrollment-tokens", json={"name": name, "scope": scope})
 
     def list_computers(self):
         return self.call("GET", "/computers")
+
+    def show_computer(self, name):
+        return self.call("GET", f"/computers/{quote(name, safe='')}")
+
+    def set_scope(self, name, scope, friends=None):
+        return self.call("PATCH", f"/computers/{quote(name, safe='')}",
+                         json={"scope": scope, "friends": friends})
 
     def set_trusted(self, name, trusted=True):
         return self.call("PATCH", f"/computers/{quote(name, safe='')}",
@@ -152,13 +205,18 @@ class Client:
     def list_instances(self):
         return self.call("GET", "/instances")
 
-    def show_instance(self, title, wait=0):
-        return self.call("GET", f"/instances/{quote(title, safe='')}",
-                         params={"wait": wait} if wait else None,
+    def show_instance(self, title, wait=0, owner=None):
+        params = {k: v for k, v in (("wait", wait), ("owner", owner)) if v}
+        return self.call("GET", f"/instances/{quote(title, safe='')}", params=params or None,
                          timeout=(self.timeout + wait) if wait else None)
 
-    def change_instance(self, title, state):
-        return self.call("PATCH", f"/instances/{quote(title, safe='')}", json={"state": state})
+    def change_instance(self, title, state, owner=None):
+        return self.call("PATCH", f"/instances/{quote(title, safe='')}", json={"state": state},
+                         params={"owner": owner} if owner else None)
+
+    def instance_history(self, title, owner=None):
+        return self.call("GET", f"/instance-history/{quote(title, safe='')}",
+                         params={"owner": owner} if owner else None)
 
     # node side
     def enroll(self, token, name=None, capacity=None):

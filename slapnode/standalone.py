@@ -113,7 +113,7 @@ def node_config(data_dir, admin, url, partitions, isolation, names=None):
     if names.get("user_prefix"):            # a node beside others: its own software user too
         base.software_user = f"{names['user_prefix']}soft"
     config, notes = register.build_config(base, url, options)
-    token = admin.create_enrollment_token(NODE)["token"]
+    token = admin.create_enrollment_token(NODE, scope="public")["token"]
     answer = client_mod.Client(url).enroll(token)
     config.name, config.credential = answer["computer"], answer["credential"]
     nodeconfig.save(config, path)

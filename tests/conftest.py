@@ -232,10 +232,11 @@ class EnrolledNode:
 
 @pytest.fixture
 def make_node(master):
-    """Enroll a new computer (unique name) with N partitions and given capacity."""
-    def make(partitions=0, **capacity):
+    """Enroll a new computer (unique name) with N partitions and given capacity; by
+    default the admin's and public, or of the user whose token is ``owner``."""
+    def make(partitions=0, owner=None, scope="public", **capacity):
         name = unique_name("node")
-        token = master.client().create_enrollment_token(name)["token"]
+        token = master.client(owner).create_enrollment_token(name, scope=scope)["token"]
         answer = Client(master.url, retries=0).enroll(token, capacity=capacity)
         node = EnrolledNode(answer["computer"], Client(master.url, answer["credential"], retries=0))
         if partitions:

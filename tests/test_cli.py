@@ -312,3 +312,45 @@ def test_a_domain_that_is_no_dns_zone_is_refused_and_nothing_is_made(tmp_path, z
     result = run_cli(["master", "init", "--data-dir", str(data), "--domain", zone])
     assert result.exit_code == 2 and "is not a DNS zone" in result.stderr
     assert not data.exists() or not any(data.iterdir())
+
+
+def test_token_create_list_revoke(master):
+    _, token = master.new_user()
+    made = master.cli("token", "create", "ci-job", "--expires", "30d", token=token)
+    assert made.exit_code == 0 and made.last_line.startswith("snu_")
+    listed = json.loads(master.cli("token", "list", "--json", token=token).stdout)
+    assert [t["name"] for t in listed] == ["ci-job", "default"]
+    assert listed[0]["expires_at"] and made.last_line not in master.cli("token", "list", token=token).stdout
+    bad = master.cli("token", "create", "x", "--expires", "soonish", token=token)
+    assert bad.exit_code == 2 and "give a duration" in bad.stderr
+    assert master.cli("token", "revoke", "ci-job", token=token).exit_code == 0
+    gone = master.cli("user", "whoami", token=made.last_line)
+    assert gone.exit_code == 1 and "unknown token" in gone.stderr
+
+
+def test_computer_scope_network_group_and_history_from_the_cli(master, make_node, catalog_entry):
+    alice, alice_token = master.new_user()
+    bob, bob_token = master.new_user()
+    node = make_node(partitions=1, owner=alice_token, scope="personal")
+    group, net = unique_name("g"), unique_name("net")
+    assert master.cli("group", "create", group, token=alice_token).exit_code == 0
+    assert master.cli("group", "add", group, bob, token=alice_token).exit_code == 0
+    scoped = master.cli("computer", "scope", node.name, "friends", "--group", group, token=alice_token)
+    assert scoped.exit_code == 0 and f"scope friends (groups: {group})" in scoped.stdout
+    assert master.cli("network", "create", net, token=alice_token).exit_code == 0
+    assert master.cli("network", "add", net, node.name, token=alice_token).exit_code == 0
+    nets = json.loads(master.cli("network", "list", "--json", token=alice_token).stdout)
+    assert nets[0]["computers"] == [node.name]
+    result = master.cli("instance", "request", "w", catalog_entry, "--node", f"network={net}",
+                        "--group", group, "--json", token=alice_token)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["node"] == node.name
+    seen = master.cli("instance", "show", "w", "--owner", alice, token=bob_token)
+    assert seen.exit_code == 0 and f"targets      network={net}" in seen.stdout
+    assert master.cli("instance", "stop", "w", "--owner", alice, token=bob_token).exit_code == 0
+    history = master.cli("instance", "history", "w", token=alice_token).stdout
+    assert "requested" in history and bob in history and "stopped" in history
+    computers = json.loads(master.cli("computer", "list", "--json", token=bob_token).stdout)
+    assert node.name in [c["name"] for c in computers]
+    refused = master.cli("computer", "scope", node.name, "public", token=bob_token)
+    assert refused.exit_code == 1 and "is not yours" in refused.stderr

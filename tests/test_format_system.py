@@ -90,7 +90,7 @@ def node(master, netns, tmp_path):
     prefix, software_user = f"sn{tag}u", f"sn{tag}s"
     config_path = tmp_path / "node.cfg"
     name = unique_name("node")
-    token = master.client().create_enrollment_token(name)["token"]
+    token = master.client().create_enrollment_token(name, scope="public")["token"]
     result = run_cli(["node", "register", "--master", master.url, "--token", token,
                       "--config", str(config_path), "--partitions", "3", "--user-prefix", prefix,
                       "--instance-root", str(tmp_path / "srv"), "--software-root",
@@ -126,7 +126,7 @@ def test_register_writes_a_private_config_and_reports_capacity(master, node):
 
 def test_register_refuses_a_used_or_unknown_token(master, tmp_path):
     name = unique_name("node")
-    token = master.client().create_enrollment_token(name)["token"]
+    token = master.client().create_enrollment_token(name, scope="public")["token"]
     args = ["node", "register", "--master", master.url, "--isolation", "user"]
     first = run_cli([*args, "--token", token, "--config", str(tmp_path / "a.cfg")])
     assert first.exit_code == 0, first.stderr
@@ -139,7 +139,7 @@ def test_register_refuses_a_used_or_unknown_token(master, tmp_path):
 
 def test_register_refuses_a_bad_config_before_spending_the_token(master, tmp_path):
     name = unique_name("node")
-    token = master.client().create_enrollment_token(name)["token"]
+    token = master.client().create_enrollment_token(name, scope="public")["token"]
     bad = run_cli(["node", "register", "--master", master.url, "--token", token, "--config",
                    str(tmp_path / "n.cfg"), "--ipv4-range", "10.9.9.0/30", "--partitions", "8"])
     assert bad.exit_code == 2 and "fewer than the 8 partitions" in bad.stderr
@@ -279,7 +279,7 @@ def test_register_refuses_a_taken_user_prefix_before_spending_the_token(master, 
                     victim], check=True)
     try:
         name = unique_name("node")
-        token = master.client().create_enrollment_token(name)["token"]
+        token = master.client().create_enrollment_token(name, scope="public")["token"]
         args = ["node", "register", "--master", master.url, "--token", token, "--isolation",
                 "user", "--config", str(tmp_path / "n.cfg"), "--instance-root",
                 str(tmp_path / "srv"), "--software-root", str(tmp_path / "soft")]

@@ -72,7 +72,7 @@ def _remove_ours(prefix, software_user):
 def make_node(master, isolation, base, hello, partitions=2):
     tag = secrets.token_hex(3)
     name = unique_name("node")
-    token = master.client().create_enrollment_token(name)["token"]
+    token = master.client().create_enrollment_token(name, scope="public")["token"]
     path = base / "node.cfg"
     octet = 230 + secrets.randbelow(20)
     result = run_cli(["node", "register", "--master", master.url, "--token", token, "--config",

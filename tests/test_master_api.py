@@ -65,12 +65,29 @@ def test_requests_without_or_with_a_bad_token_are_refused(master):
     assert "unknown token" in expect_error(401, master.client(token="snu_nope").list_software)
 
 
-def test_only_admins_change_the_catalog_and_create_enrollment_tokens(master):
+def test_only_admins_change_the_catalog_and_add_users(master):
     _, token = master.new_user()
     user = master.client(token)
     expect_error(403, user.add_software, "http://x.example/a.cfg", unique_name("t"))
-    expect_error(403, user.create_enrollment_token, unique_name("n"))
     expect_error(403, user.add_user, unique_name("u"))
+
+
+def test_a_user_enrolls_a_computer_of_their_own_and_not_someone_elses(master):
+    _, token = master.new_user()
+    user = master.client(token)
+    name = unique_name("n")
+    enrolled = master.client().enroll(user.create_enrollment_token(name)["token"])
+    assert enrolled["computer"] == name
+    mine = user.show_computer(name)
+    assert mine["owner"] == user.me()["name"] and mine["scope"] == "personal"
+    _, other_token = master.new_user()
+    other = master.client(other_token)
+    assert "belongs to someone else" in expect_error(403, other.create_enrollment_token, name)
+    assert "neither yours nor open" in expect_error(403, other.show_computer, name)
+    assert name not in [c["name"] for c in other.list_computers()]
+    assert name in [c["name"] for c in master.client().list_computers()]     # admins see all
+    assert "one of personal, friends, public, closed" in expect_error(
+        400, user.set_scope, name, "everyone")
 
 
 def test_tokens_are_stored_only_hashed(master):
@@ -121,7 +138,7 @@ def test_node_credential_sees_only_its_own_computer(master, make_node):
 
 def test_enrollment_tokens_are_one_time(master):
     name = unique_name("node")
-    token = master.client().create_enrollment_token(name)["token"]
+    token = master.client().create_enrollment_token(name, scope="public")["token"]
     anon = master.client(token="")
     assert anon.enroll(token)["computer"] == name
     assert "already used" in expect_error(401, anon.enroll, token)
@@ -475,7 +492,7 @@ def test_a_master_stopping_answers_its_parked_long_polls_instead_of_failing_them
     proc, url, admin = start_master(tmp_path / "m")
     try:
         client = Client(url, admin, retries=0)
-        token = client.create_enrollment_token("stopping")["token"]
+        token = client.create_enrollment_token("stopping", scope="public")["token"]
         node = Client(url, Client(url, retries=0).enroll(token)["credential"], retries=0)
         revision = node.desired_state()["revision"]
         result = {}

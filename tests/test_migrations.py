@@ -62,10 +62,7 @@ def empty_database(request):
 def _upgrade(url, revision):
     database = dbmod.Database(url)
     try:
-        with database.write_engine.begin() as connection:
-            config = dbmod.alembic_config(url)
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+        dbmod.migrate(database, revision)
     finally:
         database.dispose()
 
@@ -108,5 +105,15 @@ def test_a_populated_first_database_upgrades_through_every_migration(empty_datab
             assert doc["partitions"][0]["instance"]["shared_instances"][0]["title"] == "guest"
             assert doc["software"] == [{"url": "http://old.example/hello.cfg", "state": "available",
                                         "status": "available"}]
+            # 0006: tokens got names; computers that took anyone's instances still do
+            assert users.list_tokens(session, ada.id)[0]["name"] == "token-1"
+            assert computers.list_for(session, ada)[0]["scope"] == "public"
+            assert computers.list_for(session, ada)[0]["owner"] == "old-admin"
+
+        def request(session):
+            instance, _ = instances.request(session, ada, "after-upgrade", "hello")
+            return instances.view(session, instance)
+        placed = master.write(request)
+        assert (placed["node"], placed["partition"]) == ("volunteer-1", "slappart1")
     finally:
         master.dispose()

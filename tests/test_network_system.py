@@ -272,7 +272,7 @@ def _make_node(net, key, index, partitions=6, do_format=True, routed6=None):
     _plug(net.upstream, ns, f"sn{net.tag}{key}u", f"up{net.tag}{key}", uplink4, uplink6,
           host_netns=False)
     name = unique_name(f"node{key}")
-    token = net.client().create_enrollment_token(name)["token"]
+    token = net.client().create_enrollment_token(name, scope="public")["token"]
     base = net.base / key
     base.mkdir()
     os.chmod(base, 0o755)

@@ -1,6 +1,7 @@
 """Request bodies of the API (pydantic). Unknown fields are refused; numbers are
 finite and integers fit the database (``limits``)."""
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +25,33 @@ class Body(BaseModel):
 class UserCreate(Body):
     name: str = Field(min_length=1, max_length=64)
     admin: bool = False
+    email: str = Field(default="", max_length=254)
+
+
+class UserChange(Body):
+    disabled: bool | None = None
+    email: str | None = Field(default=None, max_length=254)
+
+
+class PasswordSet(Body):
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenCreate(Body):
+    name: str = Field(min_length=1, max_length=64)
+    expires_at: datetime | None = None
+
+
+class NameBody(Body):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class MemberAdd(Body):
+    user: str = Field(min_length=1, max_length=64)
+
+
+class NetworkComputerAdd(Body):
+    computer: str = Field(min_length=1, max_length=64)
 
 
 class SoftwareCreate(Body):
@@ -42,10 +70,13 @@ class SupplyRequest(Body):
 
 class EnrollmentTokenCreate(Body):
     name: str = Field(min_length=1, max_length=64)
+    scope: str | None = Field(default=None, max_length=16)
 
 
-class TrustChange(Body):
-    trusted_builder: bool
+class ComputerChange(Body):
+    trusted_builder: bool | None = None
+    scope: str | None = Field(default=None, max_length=16)
+    friends: list[str] | None = Field(default=None, max_length=100)
 
 
 class InstanceRequest(Body):
@@ -57,6 +88,7 @@ class InstanceRequest(Body):
     share_with: list[str] = Field(default_factory=list, max_length=1000)
     node: dict[str, str] = Field(default_factory=dict, max_length=32)
     state: str = Field(default="started", pattern=one_of(REQUESTED_STATES))
+    group: str | None = Field(default=None, max_length=64)
 
 
 class StateChange(Body):

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
-from .. import catalog, computers
+from .. import audit, catalog, computers
 from ..models import Computer, SoftwareRelease, Supply
 from .bodies import SoftwareCreate, SupplyRequest
 from .deps import admin_in, master_of, StrictRoute, user_in
@@ -22,8 +22,11 @@ def list_software(request: Request):
 @router.post("/software", status_code=201)
 def add_software(body: SoftwareCreate, request: Request):
     def run(session):
-        admin_in(session, request)
+        admin = admin_in(session, request)
         release = catalog.add(session, body.url, body.title, body.description, body.price, body.schema_)
+        session.flush()
+        audit.record(session, admin, "release", release.id, release.title, "added", url=release.url,
+                     price=catalog.view(release).get("price"))
         return catalog.view(release)
     return master_of(request).write(run)
 
@@ -44,8 +47,8 @@ def show_software(request: Request, ref: str = Query(min_length=1, max_length=10
 @router.post("/supplies")
 def supply(body: SupplyRequest, request: Request):
     def run(session):
-        admin_in(session, request)
-        row = computers.supply(session, body.software, body.node, body.state)
+        admin = admin_in(session, request)
+        row = computers.supply(session, body.software, body.node, body.state, by=admin)
         return {"software": row.url, "node": body.node, "requested": row.requested,
                 "status": row.status}
     return master_of(request).write(run)

@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter, Request
 
-from .. import computers
-from .bodies import EnrollmentTokenCreate, TrustChange
-from .deps import admin_in, master_of, StrictRoute, user_in
+from .. import computers, users
+from ..errors import Forbidden
+from .bodies import ComputerChange, EnrollmentTokenCreate
+from .deps import master_of, StrictRoute, user_in, writer_in
 
 router = APIRouter(tags=["computers"], route_class=StrictRoute)
 
@@ -12,24 +13,43 @@ router = APIRouter(tags=["computers"], route_class=StrictRoute)
 @router.get("/computers")
 def list_computers(request: Request):
     with master_of(request).read() as session:
-        user_in(session, request)
-        return computers.list_all(session)
+        principal = user_in(session, request)
+        return computers.list_for(session, principal)
+
+
+@router.get("/computers/{name}")
+def show_computer(name: str, request: Request):
+    with master_of(request).read() as session:
+        principal = user_in(session, request)
+        found = computers.list_for(session, principal, name)
+        if not found:
+            computers.get_by_name(session, name)      # 404 if there is none at all
+            raise Forbidden(f"computer {name!r} is neither yours nor open to you")
+        return found[0]
 
 
 @router.post("/enrollment-tokens", status_code=201)
 def create_enrollment_token(body: EnrollmentTokenCreate, request: Request):
     def run(session):
-        admin = admin_in(session, request)
-        token = computers.create_enrollment_token(session, admin, body.name)
-        return {"name": body.name, "token": token,
+        principal = writer_in(session, request)
+        token = computers.create_enrollment_token(session, principal, body.name, body.scope)
+        return {"name": body.name, "token": token, "scope": body.scope,
                 "expires_in_days": computers.ENROLLMENT_LIFETIME.days}
     return master_of(request).write(run)
 
 
 @router.patch("/computers/{name}")
-def change_computer(name: str, body: TrustChange, request: Request):
+def change_computer(name: str, body: ComputerChange, request: Request):
+    """An admin marks a trusted builder; the computer's owner sets its scope."""
     def run(session):
-        admin_in(session, request)
-        computer = computers.set_trusted(session, name, body.trusted_builder)
-        return {"name": computer.name, "trusted_builder": computer.trusted_builder}
+        principal = writer_in(session, request)
+        if body.trusted_builder is not None:
+            users.require_admin(principal)
+            computers.set_trusted(session, principal, name, body.trusted_builder)
+        if body.scope is not None:
+            computers.set_scope(session, principal, name, body.scope, body.friends)
+        elif body.friends is not None:
+            computer = computers.get_by_name(session, name)
+            computers.set_scope(session, principal, name, computer.allocation_scope, body.friends)
+        return computers.list_for(session, principal, name)[0]
     return master_of(request).write(run)

@@ -56,6 +56,13 @@ def user_in(session, request):
     return users.authenticate_user(session, token_of(request))
 
 
+def writer_in(session, request):
+    """The calling user, who is about to change something: not a disabled one."""
+    principal = user_in(session, request)
+    users.require_active(principal)
+    return principal
+
+
 def user_of(request):
     """The calling user, from the token cache (a query only on a miss)."""
     master = master_of(request)

@@ -8,10 +8,11 @@ from fastapi.responses import Response
 
 from slapnode.states import settled_for
 
-from .. import instances
+from .. import instances, users
 from ..core import instance_key
 from .bodies import InstanceRequest, StateChange
-from .deps import master_of, SafeJSONResponse, StrictRoute, unless_disconnected, user_in, user_of
+from .deps import (master_of, SafeJSONResponse, StrictRoute, unless_disconnected, user_in, user_of,
+                   writer_in)
 
 router = APIRouter(tags=["instances"], route_class=StrictRoute)
 
@@ -21,6 +22,7 @@ MAX_WAIT = 300.0
 @router.post("/instances")
 def request_instance(body: InstanceRequest, request: Request):
     user = user_of(request)         # outside the write transaction: it is the hot path
+    users.require_active(user)
     master = master_of(request)
     fields = (body.title, body.software, body.type, body.parameters, body.shared, body.node,
               body.state, body.share_with)
@@ -28,7 +30,7 @@ def request_instance(body: InstanceRequest, request: Request):
         instances.check_request(session, *fields)
 
     def run(session):
-        instance, changed = instances.request(session, user, *fields, checked=True)
+        instance, changed = instances.request(session, user, *fields, checked=True, group=body.group)
         return {**instances.view(session, instance, master_of(request).naming), "changed": changed}
     return SafeJSONResponse(master.write(run))
 
@@ -40,39 +42,48 @@ def list_instances(request: Request):
         return [instances.view(session, i, master_of(request).naming) for i in instances.list_for(session, user)]
 
 
-def _show(request, title):
+def _show(request, title, owner):
     with master_of(request).read() as session:
         user = user_in(session, request)
-        instance = instances.get(session, user, title)
+        instance = instances.get(session, user, title, owner)
         return instance.id, instances.view(session, instance, master_of(request).naming)
+
+
+@router.get("/instance-history/{title:path}")
+def instance_history(request: Request, title: str, owner: str | None = Query(None, max_length=64)):
+    """Every change to the instance: who, when, what (never a secret's value)."""
+    with master_of(request).read() as session:
+        return instances.history(session, user_in(session, request), title, owner)
 
 
 @router.get("/instances/{title:path}")
 async def show_instance(request: Request, title: str,
-                        wait: float = Query(0, ge=0, le=MAX_WAIT)):
+                        wait: float = Query(0, ge=0, le=MAX_WAIT),
+                        owner: str | None = Query(None, max_length=64)):
     """With ``wait``, answer as soon as the instance settles (ready, stopped,
     destroyed or error, as requested) or when ``wait`` seconds have passed."""
     board = master_of(request).board
-    instance_id, view = await run_in_threadpool(_show, request, title)
+    instance_id, view = await run_in_threadpool(_show, request, title, owner)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while not settled_for(view["state"], view["status"]) and loop.time() < deadline \
             and not board.closing:
         seen = board.get(instance_key(instance_id)) or 0
-        instance_id, view = await run_in_threadpool(_show, request, title)
+        instance_id, view = await run_in_threadpool(_show, request, title, owner)
         if settled_for(view["state"], view["status"]):
             break
         if await unless_disconnected(request, board.wait_past(
                 instance_key(instance_id), seen, deadline - loop.time())) is None:
             return Response(status_code=204)      # the caller went away
-        instance_id, view = await run_in_threadpool(_show, request, title)
+        instance_id, view = await run_in_threadpool(_show, request, title, owner)
     return view
 
 
 @router.patch("/instances/{title:path}")
-def change_instance(body: StateChange, request: Request, title: str):
+def change_instance(body: StateChange, request: Request, title: str,
+                    owner: str | None = Query(None, max_length=64)):
     def run(session):
-        user = user_in(session, request)
-        instance, changed = instances.change_state(session, user, title, body.state)
+        user = writer_in(session, request)
+        instance, changed = instances.change_state(session, user, title, body.state, owner)
         return {**instances.view(session, instance, master_of(request).naming), "changed": changed}
     return master_of(request).write(run)

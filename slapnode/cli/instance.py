@@ -59,7 +59,7 @@ def _print_instance(view):
             click.echo(f"  {printable(key)} = {printable(view['connection'][key])}")
 
 
-def wait_until_settled(client, title, view, seconds):
+def wait_until_settled(client, title, view, seconds, owner=None):
     """Long-poll the master until the instance settles or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     while not settled_for(view["state"], view["status"]):
@@ -67,13 +67,18 @@ def wait_until_settled(client, title, view, seconds):
         if remaining <= 0:
             raise SlapnodeError(f"instance {title!r} is still {view['status']} after {seconds:g} s; "
                                 f"follow it with `slapnode instance show {title}`")
-        view = client.show_instance(title, wait=min(remaining, 60))
+        view = client.show_instance(title, wait=min(remaining, 60), owner=owner)
     return view
 
 
-def _finish(ctx, view, wait, as_json):
+def owner_option(fn):
+    return click.option("--owner", metavar="USER",
+                        help="An instance of USER in one of your groups (default: yours).")(fn)
+
+
+def _finish(ctx, view, wait, as_json, owner=None):
     if wait:
-        view = wait_until_settled(ctx.client, view["title"], view, wait)
+        view = wait_until_settled(ctx.client, view["title"], view, wait, owner)
     if as_json:
         print_json(view)
     else:
@@ -105,7 +110,9 @@ def _pairs_to_filter(pairs):
               help="SlapOS parameter XML (plain or JSON-in-XML `_`).")
 @click.option("--parameters-json", "json_path", metavar="FILE|-", help="Parameters as a JSON object.")
 @click.option("--node", "node_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Node filter: computer=NAME, min-ram-mb=N, min-cpus=N, arch=..., ...")
+              help="Node filter: computer=NAME, network=NAME, min-ram-mb=N, min-cpus=N, arch=..., ...")
+@click.option("--group", "group_name", metavar="GROUP",
+              help="Let the members of GROUP (one of yours) see and manage it.")
 @click.option("--shared", is_flag=True, help="Attach to a host instance instead of taking a partition.")
 @click.option("--share-with", "share_with", multiple=True, metavar="USER|*",
               help="As a host: who may attach shared instances to this one (repeat; '*' for "
@@ -116,7 +123,7 @@ def _pairs_to_filter(pairs):
 @json_option
 @pass_context
 def request(ctx, title, software, software_type, pairs, xml_path, json_path, node_pairs,
-            shared, share_with, state, wait, as_json):
+            group_name, shared, share_with, state, wait, as_json):
     """Request instance TITLE of SOFTWARE (a catalog URL or title).
 
     The same request again changes nothing; a changed one updates the instance.
@@ -126,6 +133,7 @@ def request(ctx, title, software, software_type, pairs, xml_path, json_path, nod
       slapnode instance request my-hello hello --parameter name=Ada --wait 30
       slapnode instance request worker-1 boinc-client --parameters-xml boinc.xml
       slapnode instance request cache redis --node computer=volunteer-1 --json
+      slapnode instance request worker-7 boinc-client --node network=lab --group physics
       slapnode instance request front frontend --share-with alice --share-with bob
     """
     parameters = collect_parameters(pairs, xml_path, json_path)
@@ -134,6 +142,8 @@ def request(ctx, title, software, software_type, pairs, xml_path, json_path, nod
             "state": state}
     if share_with:
         body["share_with"] = list(share_with)
+    if group_name:
+        body["group"] = group_name
     view = ctx.client.request_instance(**body)
     _finish(ctx, view, wait, as_json)
 
@@ -142,7 +152,7 @@ def request(ctx, title, software, software_type, pairs, xml_path, json_path, nod
 @json_option
 @pass_context
 def list_(ctx, as_json):
-    """List your instances.
+    """List your instances, then those of your groups.
 
     \b
     Example:
@@ -154,34 +164,39 @@ def list_(ctx, as_json):
         return
     print_table(rows, [("TITLE", "title"), ("STATUS", "status"), ("STATE", "state"),
                        ("NODE", "node"), ("PARTITION", "partition"), ("TYPE", "type"),
-                       ("SOFTWARE", "software")])
+                       ("OWNER", "owner"), ("GROUP", "group"), ("SOFTWARE", "software")])
 
 
 @group.command("show")
 @click.argument("title")
 @click.option("--xml", "as_xml", is_flag=True, help="Print the connection parameters as SlapOS XML.")
+@owner_option
 @json_option
 @pass_context
-def show(ctx, title, as_xml, as_json):
+def show(ctx, title, as_xml, owner, as_json):
     """Show one instance, with its parameters and connection parameters.
 
     \b
-    Example:
+    Examples:
       slapnode instance show my-hello --json
+      slapnode instance show worker-7 --owner alice
     """
-    view = ctx.client.show_instance(title)
+    view = ctx.client.show_instance(title, owner=owner)
     if as_json:
         print_json(view)
         return
     if as_xml:
         click.echo(_params().to_xml(view.get("connection") or {}), nl=False)
         return
-    for key in ("title", "software", "type", "state", "status", "reason", "node", "partition",
-                "ipv4", "ipv6", "host"):
+    for key in ("title", "owner", "group", "software", "type", "state", "status", "reason", "node",
+                "partition", "ipv4", "ipv6", "host"):
         if view.get(key) not in (None, ""):
             click.echo(f"{key:12} {printable(view[key])}")
     if view.get("share_with"):
         click.echo(f"{'share with':12} {printable(', '.join(view['share_with']))}")
+    if view.get("node_filter"):
+        click.echo(f"{'targets':12} " + printable(", ".join(
+            f"{k}={v}" for k, v in sorted(view["node_filter"].items()))))
     for section in ("parameters", "connection"):
         click.echo(f"{section}:")
         values = view.get(section) or {}
@@ -203,14 +218,38 @@ def _state_command(name, state, doc):
     @click.argument("title")
     @click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
                   help="Wait until the node has done it; exit 1 on time-out.")
+    @owner_option
     @json_option
     @pass_context
-    def command(ctx, title, wait, as_json):
-        view = ctx.client.change_instance(title, state)
-        _finish(ctx, view, wait, as_json)
+    def command(ctx, title, wait, owner, as_json):
+        view = ctx.client.change_instance(title, state, owner)
+        _finish(ctx, view, wait, as_json, owner)
     return command
 
 
 start = _state_command("start", STARTED, "Start instance TITLE again.\n\n\b\nExample:\n  slapnode instance start my-hello")
 stop = _state_command("stop", STOPPED, "Stop instance TITLE, keeping its files.\n\n\b\nExample:\n  slapnode instance stop my-hello")
 destroy = _state_command("destroy", DESTROYED, "Destroy instance TITLE and free its partition.\n\n\b\nExample:\n  slapnode instance destroy my-hello")
+
+
+@group.command("history")
+@click.argument("title")
+@owner_option
+@json_option
+@pass_context
+def history(ctx, title, owner, as_json):
+    """Show every change to instance TITLE: when, who, what.
+
+    Parameter and connection values are never in it, only their names.
+
+    \b
+    Example:
+      slapnode instance history my-hello
+    """
+    events = ctx.client.instance_history(title, owner)
+    if as_json:
+        print_json(events)
+        return
+    rows = [{**e, "detail": ", ".join(f"{k}={v}" for k, v in sorted(e["detail"].items())
+                                      if v not in (None, "", [], {}))} for e in events]
+    print_table(rows, [("AT", "at"), ("WHO", "actor"), ("WHAT", "action"), ("DETAIL", "detail")])

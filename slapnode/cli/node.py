@@ -2,6 +2,7 @@
 
 import click
 
+from .circles import SCOPES
 from .context import json_option, pass_context, print_json, print_table, printable
 
 
@@ -17,18 +18,23 @@ def token():
 
 @token.command("create")
 @click.argument("name")
+@click.option("--scope", type=click.Choice(SCOPES), default=None,
+              help="Whose instances the computer takes once enrolled (default: personal, yours "
+                   "only; see `slapnode computer scope`).")
 @json_option
 @pass_context
-def token_create(ctx, name, as_json):
-    """Create a one-time token that enrolls the computer NAME (admins only).
+def token_create(ctx, name, scope, as_json):
+    """Create a one-time token that enrolls the computer NAME as yours.
 
-    Give it to the sysadmin; `slapnode node register --token ...` uses it up.
+    Run `slapnode node register --token ...` with it on the machine; it is used up.
+    Re-enrolling an existing computer takes its owner (or an admin).
 
     \b
-    Example:
+    Examples:
       slapnode node token create volunteer-1
+      slapnode node token create lab-pc --scope public
     """
-    result = ctx.client.create_enrollment_token(name)
+    result = ctx.client.create_enrollment_token(name, scope)
     if as_json:
         print_json(result)
         return
@@ -41,7 +47,7 @@ def token_create(ctx, name, as_json):
 @json_option
 @pass_context
 def list_(ctx, as_json):
-    """List the computers, their capacity and free partitions.
+    """List the computers you may use (all of them for admins), their capacity and free partitions.
 
     \b
     Example:
@@ -51,8 +57,8 @@ def list_(ctx, as_json):
     if as_json:
         print_json(rows)
         return
-    print_table(rows, [("NAME", "name"), ("PARTITIONS", "partitions"), ("FREE", "free"),
-                       ("CPUS", "cpus"), ("RAM_MB", "ram_mb"), ("DISK_GB", "disk_gb"),
+    print_table(rows, [("NAME", "name"), ("OWNER", "owner"), ("SCOPE", "scope"),
+                       ("PARTITIONS", "partitions"), ("FREE", "free"), ("CPUS", "cpus"), ("RAM_MB", "ram_mb"), ("DISK_GB", "disk_gb"),
                        ("ARCH", "arch"), ("DISTRIBUTION", "distribution"),
                        ("LAST_SEEN", "last_seen")])
 

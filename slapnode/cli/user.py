@@ -1,34 +1,100 @@
-"""``slapnode user``: accounts on the master."""
+"""``slapnode user`` and ``slapnode token``: accounts on the master and your tokens."""
+
+import datetime as dt
+import re
 
 import click
 
-from .context import json_option, pass_context, print_json
+from ..errors import UsageError
+from .context import json_option, pass_context, print_json, print_table
 
 
 @click.group("user")
 def group():
-    """Manage users (admins only)."""
+    """Users: add, list, disable (admins), and who you are."""
 
 
 @group.command("add")
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="Make the user an admin (may change the catalog).")
+@click.option("--email", default="", metavar="ADDRESS", help="Their e-mail address.")
 @json_option
 @pass_context
-def add(ctx, name, admin, as_json):
-    """Create user NAME and print their token on the last line.
+def add(ctx, name, admin, email, as_json):
+    """Create user NAME and print their token on the last line (admins only).
 
     \b
     Example:
-      slapnode user add ada
+      slapnode user add ada --email ada@example.org
     """
-    result = ctx.client.add_user(name, admin)
+    result = ctx.client.add_user(name, admin, email)
     if as_json:
         print_json(result)
         return
     click.echo(f"user {result['name']} created{' (admin)' if result['admin'] else ''}; "
                "their token (shown once):", err=True)
     click.echo(result["token"])
+
+
+@group.command("list")
+@json_option
+@pass_context
+def list_(ctx, as_json):
+    """List the users (admins only).
+
+    \b
+    Example:
+      slapnode user list --json
+    """
+    rows = ctx.client.list_users()
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, [("NAME", "name"), ("EMAIL", "email"), ("ADMIN", "admin"),
+                       ("DISABLED", "disabled"), ("PASSWORD", "password"), ("CREATED", "created_at")])
+
+
+def _switch(name, disabled, doc):
+    @group.command(name, help=doc)
+    @click.argument("user")
+    @json_option
+    @pass_context
+    def command(ctx, user, as_json):
+        result = ctx.client.change_user(user, disabled=disabled)
+        if as_json:
+            print_json(result)
+        else:
+            click.echo(f"user {result['name']} {'disabled' if result['disabled'] else 'enabled'}")
+    return command
+
+
+disable = _switch("disable", True, "Disable USER (admins only): their instances keep running; they "
+                  "can no longer request or change anything.\n\n\b\nExample:\n  slapnode user disable ada")
+enable = _switch("enable", False, "Enable USER again (admins only).\n\n\b\nExample:\n"
+                 "  slapnode user enable ada")
+
+
+@group.command("password")
+@click.argument("user")
+@click.option("--password-stdin", "from_stdin", is_flag=True,
+              help="Read the password from standard input (one line) instead of a prompt.")
+@pass_context
+def password(ctx, user, from_stdin):
+    """Set USER's password for the web sign-in (yours, or anyone's for an admin).
+
+    Stored as an argon2id hash only; at least 10 characters.
+
+    \b
+    Examples:
+      slapnode user password ada
+      printf '%s\\n' "$PW" | slapnode user password ada --password-stdin
+    """
+    if from_stdin:
+        value = click.get_text_stream("stdin").readline().rstrip("\n")
+    else:
+        value = click.prompt("new password", hide_input=True, confirmation_prompt=True)
+    ctx.client.set_password(user, value)
+    click.echo(f"password of {user} set")
 
 
 @group.command("whoami")
@@ -46,3 +112,83 @@ def whoami(ctx, as_json):
         print_json(result)
     else:
         click.echo(f"{result['name']}{' (admin)' if result['admin'] else ''}")
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+@click.group("token")
+def token_group():
+    """Your API tokens: one per machine or script, each revocable on its own."""
+
+
+EXPIRY_RE = re.compile(r"^(\d{1,6})([mhdw])$")
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(text, now=None):
+    """'30d', '12h', '90m', '2w' from now, or an ISO date/time (UTC unless it says) -> aware datetime."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    match = EXPIRY_RE.match(text.strip())
+    if match:
+        return now + dt.timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--expires {text!r}: give a duration (30d, 12h, 90m, 2w) or a date "
+                         "(2027-01-31 or 2027-01-31T18:00+01:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--expires", metavar="WHEN", help="30d, 12h, 90m, 2w, or a date (UTC unless it says).")
+@json_option
+@pass_context
+def token_create(ctx, name, expires, as_json):
+    """Create token NAME and print it on the last line (shown once).
+
+    \b
+    Examples:
+      slapnode token create laptop
+      slapnode token create ci-job --expires 30d
+    """
+    expires_at = parse_expiry(expires).isoformat() if expires else None
+    result = ctx.client.create_token(name, expires_at)
+    if as_json:
+        print_json(result)
+        return
+    until = f", until {result['expires_at']}" if result.get("expires_at") else ""
+    click.echo(f"token {result['name']} created{until}; shown once:", err=True)
+    click.echo(result["token"])
+
+
+@token_group.command("list")
+@json_option
+@pass_context
+def token_list(ctx, as_json):
+    """List your tokens (names and dates; never the tokens themselves).
+
+    \b
+    Example:
+      slapnode token list --json
+    """
+    rows = ctx.client.list_tokens()
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, [("NAME", "name"), ("CREATED", "created_at"), ("EXPIRES", "expires_at"),
+                       ("EXPIRED", "expired")])
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@pass_context
+def token_revoke(ctx, name):
+    """Revoke your token NAME: it stops working at once.
+
+    \b
+    Example:
+      slapnode token revoke laptop
+    """
+    ctx.client.revoke_token(name)
+    click.echo(f"token {name} revoked")

@@ -104,7 +104,7 @@ def test_a_root_the_users_cannot_reach_is_refused_before_the_token_is_spent(mast
     hidden = tmp_path / "hidden"
     hidden.mkdir(mode=0o700)
     name = unique_name("node")
-    token = master.client().create_enrollment_token(name)["token"]
+    token = master.client().create_enrollment_token(name, scope="public")["token"]
     result = run_cli(["node", "register", "--master", master.url, "--token", token, "--config",
                       str(tmp_path / "n.cfg"), "--software-root", str(hidden / "soft"),
                       "--isolation", "user"])
