@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slapnode import __version__
 
-from . import limits
+from . import limits, usage
 from .api import cache, catalog, computers, groups, instances, node, users
 from .api.deps import SafeJSONResponse
 from .errors import ApiError
@@ -94,12 +94,25 @@ class _TooLarge(Exception):
     pass
 
 
+async def _prune_usage(master):
+    """The master downsamples usage history on its own: old raw samples and old hourly
+    rows go, every PRUNE_EVERY seconds (the hourly rows are kept current at ingest)."""
+    while True:
+        try:
+            await asyncio.to_thread(master.write, usage.prune)
+        except Exception:           # a busy or restarting database: next time
+            log.exception("pruning usage history failed")
+        await asyncio.sleep(usage.PRUNE_EVERY)
+
+
 def create_app(master):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         master.board.attach(asyncio.get_running_loop())
         master.seed_revisions()
+        pruner = asyncio.create_task(_prune_usage(master))
         yield
+        pruner.cancel()
         master.dispose()
 
     app = FastAPI(title="slapnode master", version=__version__, lifespan=lifespan,

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 
 from slapnode.states import DESTROYED, InstanceStatus, SupplyStatus
 
-from . import allocation, audit, auth, catalog, groups, instances, limits
+from . import allocation, audit, auth, catalog, groups, instances, limits, usage, users
 from .core import touch_computer, touch_instance
 from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from .models import (Computer, ComputerFriend, EnrollmentToken, Group, Instance, Partition, Supply,
@@ -52,10 +52,6 @@ def create_enrollment_token(session, principal, name, scope=None):
     return token
 
 
-def _aware(moment):
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
-
-
 def enroll(session, token, name=None, capacity=None):
     """One-time token -> (computer, node credential)."""
     if not token.startswith(auth.ENROLL_PREFIX):
@@ -68,7 +64,7 @@ def enroll(session, token, name=None, capacity=None):
                            "`slapnode node token create NAME`")
     if record.used_at is not None:
         raise Unauthorized("this enrollment token was already used; ask the admin for a new one")
-    if _aware(record.expires_at) < utcnow():
+    if users.aware(record.expires_at) < utcnow():
         raise Unauthorized("this enrollment token has expired; ask the admin for a new one")
     if name and name != record.computer_name:
         raise BadRequest(f"this token enrolls the computer {record.computer_name!r}, not {name!r}; "
@@ -288,6 +284,7 @@ def _instance_report(session, instance, item, node):
     if item.get("promises") is not None:
         instance.promises = item["promises"]
     if item.get("usage") is not None:
+        usage.ingest(session, instance, node.computer_id, item["usage"])
         instance.usage = item["usage"]
     instance.updated_at = utcnow()
     touch_instance(session, instance.id)

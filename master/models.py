@@ -12,8 +12,8 @@ through a partial index, so allocation stays cheap on big nodes.
 
 import datetime as dt
 
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, text)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from slapnode.states import InstanceStatus, SupplyStatus
@@ -287,3 +287,46 @@ class AuditEvent(Base):
     subject: Mapped[str] = mapped_column(String(256))       # its title or name then
     action: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class UsageSample(Base):
+    """One usage report of one instance, as received (kept 48 h): the CPU seconds and
+    network bytes since the previous one, memory and disk at that moment."""
+
+    __tablename__ = "usage_samples"
+    __table_args__ = (Index("ix_usage_samples_instance_at", "instance_id", "at"),
+                      Index("ix_usage_samples_at", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    computer_id: Mapped[int | None] = mapped_column(ForeignKey("computers.id", ondelete="SET NULL"),
+                                                    nullable=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_mb: Mapped[float] = mapped_column(Float, default=0.0)
+    disk_mb: Mapped[float] = mapped_column(Float, default=0.0)
+    net_in_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    net_out_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageHourly(Base):
+    """One instance's usage in one hour (UTC), kept 13 months: sums of CPU seconds and
+    network bytes; memory and disk as sum over samples (for the average) and peak."""
+
+    __tablename__ = "usage_hourly"
+    __table_args__ = (Index("ix_usage_hourly_computer_hour", "computer_id", "hour"),
+                      Index("ix_usage_hourly_hour", "hour"))
+
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    hour: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    computer_id: Mapped[int | None] = mapped_column(ForeignKey("computers.id", ondelete="SET NULL"),
+                                                    nullable=True)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_mb_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_mb_peak: Mapped[float] = mapped_column(Float, default=0.0)
+    disk_mb_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    disk_mb_peak: Mapped[float] = mapped_column(Float, default=0.0)
+    net_in_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    net_out_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

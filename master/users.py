@@ -23,7 +23,8 @@ EMAIL_RE = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63
 MAX_TOKENS = 100
 
 
-def _aware(moment):
+def aware(moment):
+    """A datetime with a time zone: a naive one is UTC."""
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=dt.timezone.utc)
     return moment
@@ -70,7 +71,7 @@ def add_token(session, user, name=None, expires_at=None, by=None):
                        f"(`slapnode token revoke {name}`) or choose another name")
     if len(taken) >= MAX_TOKENS:
         raise Conflict(f"a user holds at most {MAX_TOKENS} tokens; revoke some: `slapnode token list`")
-    expires_at = _aware(expires_at)
+    expires_at = aware(expires_at)
     if expires_at is not None and expires_at <= utcnow():
         raise BadRequest(f"expiry {iso(expires_at)} is in the past; give a future time")
     token, digest = auth.mint(auth.USER_PREFIX)
@@ -86,7 +87,7 @@ def list_tokens(session, user_id):
     rows = session.scalars(select(Token).where(Token.user_id == user_id).order_by(Token.name))
     now = utcnow()
     return [{"name": t.name, "created_at": iso(t.created_at), "expires_at": iso(t.expires_at),
-             "expired": t.expires_at is not None and _aware(t.expires_at) <= now} for t in rows]
+             "expired": t.expires_at is not None and aware(t.expires_at) <= now} for t in rows]
 
 
 def revoke_token(session, principal, name):
@@ -111,11 +112,11 @@ def authenticate_user(session, token):
     row = session.scalars(select(Token).where(Token.token_hash == auth.hash_token(token))).first()
     if row is None:
         raise Unauthorized("unknown token (revoked, or never made); check --token or SLAPNODE_TOKEN")
-    if row.expires_at is not None and _aware(row.expires_at) <= utcnow():
+    if row.expires_at is not None and aware(row.expires_at) <= utcnow():
         raise Unauthorized(f"token {row.name!r} expired at {iso(row.expires_at)}; "
                            "make a new one with `slapnode token create NAME`")
     return auth.UserPrincipal(row.user.id, row.user.name, row.user.is_admin, row.user.disabled,
-                              expires_at=_aware(row.expires_at))
+                              expires_at=aware(row.expires_at))
 
 
 def require_admin(principal):

@@ -37,6 +37,7 @@ PARALLEL_PARTITIONS = 8
 SOFTWARE_RECHECK = 600.0        # supplied releases are re-checked (profile changed?) this often
 FATAL_RETRY_FIRST = 10.0        # a crash loop is retried after 10 s, 20 s, … at most 10 min
 FATAL_RETRY_MAX = 600.0
+USAGE_EVERY = 60.0              # a partition's usage goes to the master at least this often
 
 
 @dataclass
@@ -148,6 +149,7 @@ class InstancePass:
         self.isolation = isolation_mod.isolation_for(config)
         self.local = LocalState(config.state_dir)
         self.last_reports = {}
+        self.usage_sent = {}        # reference -> monotonic time its usage was last reported
         self.last_said = {}
         self.software_failure = software_failure or _failure_from_file(config)
         self.zone = ""
@@ -172,9 +174,13 @@ class InstancePass:
                 outcomes.append(future.result())
         self._network(doc, parts)
         by_uid = usage.processes_by_uid()           # one scan of /proc for the whole pass
+        lxc = self.isolation.name == "lxc"
         for outcome in outcomes:
             if outcome.part is not None and "promises" in outcome.report:
-                outcome.report["usage"] = usage.partition_usage(outcome.part, by_uid)
+                part = outcome.part
+                outcome.report["usage"] = usage.partition_usage(
+                    part, by_uid, self.isolation.container(part) if lxc else None,
+                    isolation_mod.veth_name(part.uid) if lxc else None)
         self._report(outcomes, only_changed_reports)
         return outcomes
 
@@ -347,10 +353,15 @@ class InstancePass:
                     "connection": outcome.report.get("connection"),
                     "promises": outcome.report.get("promises")}
             key = json.dumps(item, sort_keys=True)
-            item["usage"] = outcome.report.get("usage")     # not a reason to report again
-            if only_changed and self.last_reports.get(outcome.reference) == key:
+            item["usage"] = outcome.report.get("usage")
+            # usage alone is news once every USAGE_EVERY seconds (the master's history)
+            usage_due = item["usage"] is not None and \
+                time.monotonic() - self.usage_sent.get(outcome.reference, -USAGE_EVERY) >= USAGE_EVERY
+            if only_changed and self.last_reports.get(outcome.reference) == key and not usage_due:
                 continue
             self.last_reports[outcome.reference] = key
+            if item["usage"] is not None:
+                self.usage_sent[outcome.reference] = time.monotonic()
             items.append(item)
             shared += outcome.shared
         if items or shared:
@@ -359,6 +370,7 @@ class InstancePass:
             except MasterError as exc:
                 self.say(f"report failed: {exc}")
                 self.last_reports.clear()
+                self.usage_sent.clear()
 
 
 def _as_lists(programs):

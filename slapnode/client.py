@@ -214,6 +214,15 @@ class Client:
         return self.call("PATCH", f"/instances/{quote(title, safe='')}", json={"state": state},
                          params={"owner": owner} if owner else None)
 
+    def instance_usage(self, title, owner=None, resolution="hourly", since=None, until=None):
+        params = {k: v for k, v in (("owner", owner), ("resolution", resolution), ("since", since),
+                                    ("until", until)) if v}
+        return self.call("GET", f"/instance-usage/{quote(title, safe='')}", params=params)
+
+    def computer_usage(self, name, since=None, until=None):
+        params = {k: v for k, v in (("since", since), ("until", until)) if v}
+        return self.call("GET", f"/computers/{quote(name, safe='')}/usage", params=params)
+
     def instance_history(self, title, owner=None):
         return self.call("GET", f"/instance-history/{quote(title, safe='')}",
                          params={"owner": owner} if owner else None)

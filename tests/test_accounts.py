@@ -237,3 +237,72 @@ def test_an_instances_history_says_who_changed_what_and_never_a_secret(master, m
         assert secret not in text_of_all
     assert all(e["at"] for e in events)
     expect_error(404, master.client(master.new_user()[1]).instance_history, "h")
+
+
+# -- usage history -----------------------------------------------------------------------
+
+def test_usage_reports_become_raw_samples_and_hourly_figures(master, make_node):
+    url, _ = add_release(master)
+    _, alice = user(master)
+    owner_name, owner = user(master)
+    node = make_node(partitions=1, owner=owner.token, scope="public")
+    alice.request_instance(title="u", software=url, node={"computer": node.name})
+    instance_id = node.instance_on("slappart0")["id"]
+
+    def report(**figures):
+        node.client.report(instances=[{"partition": "slappart0", "instance_id": instance_id,
+                                       "status": "ready", "usage": figures}])
+    report(cpu_seconds=10, memory_mb=100, disk_mb=5, net_in_bytes=1000, net_out_bytes=10)
+    report(cpu_seconds=25, memory_mb=200, disk_mb=7, net_in_bytes=3000, net_out_bytes=30)
+    report(cpu_seconds=4, memory_mb=150, disk_mb=6, net_in_bytes=500, net_out_bytes=5)  # restarted
+    raw = alice.instance_usage("u", resolution="raw")
+    assert [s["cpu_seconds"] for s in raw] == [10, 15, 4]
+    assert [s["net_in_bytes"] for s in raw] == [1000, 2000, 500]
+    hours = alice.instance_usage("u")
+    if len(hours) == 2:          # the reports straddled an hour: add the two up
+        hours = [{k: (a + b if isinstance(a, (int, float)) else a) for (k, a), b in
+                  zip(hours[0].items(), hours[1].values())}]
+    (hour,) = hours
+    assert hour["cpu_seconds"] == 29 and hour["net_out_bytes"] == 35
+    if hour["samples"] == 3:
+        assert (hour["memory_mb_avg"], hour["memory_mb_peak"]) == (150, 200)
+    computer = owner.computer_usage(node.name)
+    assert sum(p["cpu_seconds"] for p in computer) == 29
+    assert "its owner sees its usage" in expect_error(403, alice.computer_usage, node.name)
+    expect_error(404, owner.instance_usage, "u")          # not his instance
+    expect_error(422, alice.instance_usage, "u", resolution="minutely")
+
+
+def test_the_master_prunes_raw_samples_after_48_hours_and_hourly_after_13_months(master, make_node):
+    import datetime as dt
+
+    from slapnode.master import usage
+    from slapnode.master.core import Master
+    from slapnode.master.models import UsageHourly, UsageSample
+
+    url, _ = add_release(master)
+    _, alice = user(master)
+    node = make_node(partitions=1, owner=alice.token)
+    alice.request_instance(title="p", software=url, node={"computer": node.name})
+    instance_id = node.instance_on("slappart0")["id"]
+    now = dt.datetime.now(dt.timezone.utc)
+    in_process = Master(master.db_url)
+    try:
+        def seed(session):
+            for age in (dt.timedelta(hours=49), dt.timedelta(hours=47)):
+                session.add(UsageSample(instance_id=instance_id, at=now - age, cpu_seconds=1,
+                                        memory_mb=1, disk_mb=1, net_in_bytes=0, net_out_bytes=0))
+            for age in (dt.timedelta(days=400), dt.timedelta(days=300)):
+                session.add(UsageHourly(instance_id=instance_id, hour=usage.hour_of(now - age),
+                                        samples=1, cpu_seconds=1, memory_mb_sum=1, memory_mb_peak=1,
+                                        disk_mb_sum=1, disk_mb_peak=1, net_in_bytes=0,
+                                        net_out_bytes=0))
+        in_process.write(seed)
+        pruned = in_process.write(usage.prune)
+        assert pruned["samples"] >= 1 and pruned["hourly"] >= 1
+    finally:
+        in_process.dispose()
+    raw = alice.instance_usage("p", resolution="raw", since=(now - dt.timedelta(days=3)).isoformat())
+    assert len(raw) == 1
+    hourly = alice.instance_usage("p", since=(now - dt.timedelta(days=500)).isoformat())
+    assert len(hourly) == 1

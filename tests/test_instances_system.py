@@ -161,6 +161,13 @@ def test_hello_lifecycle_request_change_stop_start_destroy(node):
     node.passes()
     assert node.user_client.show_instance("hello")["status"] == "ready"
     assert get(url).text == "Hello, Grace!"
+    # the master keeps each report as history: raw samples and the hour's aggregate
+    samples = node.user_client.instance_usage("hello", resolution="raw")
+    assert len(samples) >= 2 and sum(s["cpu_seconds"] for s in samples) > 0
+    assert node.user_client.instance_usage("hello")[-1]["samples"] == len(samples)
+    if node.config.isolation == "lxc":       # the container's veth: the GET above went in
+        assert sum(s["net_in_bytes"] for s in samples) > 0
+        assert sum(s["net_out_bytes"] for s in samples) > 0
 
     node.user_client.change_instance("hello", "stopped")
     node.passes()

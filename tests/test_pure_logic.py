@@ -90,3 +90,31 @@ def test_migrations_match_the_models(tmp_path):
     finally:
         database.dispose()
     assert diff == []
+
+
+# -- usage increments and command-line moments ----------------------------------------------
+
+def test_usage_increments_count_a_counter_that_went_down_as_a_new_start():
+    from slapnode.master.usage import increments
+
+    assert increments(None, {"cpu_seconds": 5}) == {"cpu_seconds": 5, "net_in_bytes": 0,
+                                                   "net_out_bytes": 0}
+    grown = increments({"cpu_seconds": 5, "net_in_bytes": 100},
+                       {"cpu_seconds": 7.5, "net_in_bytes": 40, "net_out_bytes": 9})
+    assert grown == {"cpu_seconds": 2.5, "net_in_bytes": 40, "net_out_bytes": 9}
+    assert increments({"cpu_seconds": 5}, {"cpu_seconds": -3})["cpu_seconds"] == 0
+
+
+def test_command_line_moments_are_durations_or_dates():
+    import datetime as dt
+
+    from slapnode.cli import moments
+    from slapnode.errors import UsageError
+
+    now = dt.datetime(2027, 1, 31, 12, tzinfo=dt.timezone.utc)
+    assert moments.parse("30d", "--expires", now=now) == now + dt.timedelta(days=30)
+    assert moments.parse("12h", "--since", future=False, now=now) == now - dt.timedelta(hours=12)
+    assert moments.parse("2027-02-01", "--expires", now=now) == dt.datetime(2027, 2, 1, tzinfo=dt.timezone.utc)
+    assert moments.parse("2027-02-01T10:00+01:00", "--x", now=now).utcoffset() == dt.timedelta(hours=1)
+    with pytest.raises(UsageError, match="give a duration"):
+        moments.parse("soon", "--expires", now=now)

@@ -1,8 +1,10 @@
 """/api/v1/computers and /api/v1/enrollment-tokens."""
 
+from datetime import datetime
+
 from fastapi import APIRouter, Request
 
-from .. import computers, users
+from .. import computers, usage, users
 from ..errors import Forbidden
 from .bodies import ComputerChange, EnrollmentTokenCreate
 from .deps import master_of, StrictRoute, user_in, writer_in
@@ -26,6 +28,18 @@ def show_computer(name: str, request: Request):
             computers.get_by_name(session, name)      # 404 if there is none at all
             raise Forbidden(f"computer {name!r} is neither yours nor open to you")
         return found[0]
+
+
+@router.get("/computers/{name}/usage")
+def computer_usage(name: str, request: Request, since: datetime | None = None,
+                   until: datetime | None = None):
+    """Hourly usage of everything the computer's partitions ran (its owner, or an admin)."""
+    with master_of(request).read() as session:
+        principal = user_in(session, request)
+        computer = computers.get_by_name(session, name)
+        if computer.owner_id != principal.id and not principal.is_admin:
+            raise Forbidden(f"computer {name!r} is not yours; its owner sees its usage")
+        return usage.computer_series(session, computer.id, users.aware(since), users.aware(until))
 
 
 @router.post("/enrollment-tokens", status_code=201)

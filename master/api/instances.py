@@ -1,6 +1,7 @@
 """/api/v1/instances: request, list, show (optionally waiting), change state."""
 
 import asyncio
+from datetime import datetime
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -8,7 +9,8 @@ from fastapi.responses import Response
 
 from slapnode.states import settled_for
 
-from .. import instances, users
+from .. import instances, usage, users
+from ..users import aware
 from ..core import instance_key
 from .bodies import InstanceRequest, StateChange
 from .deps import (master_of, SafeJSONResponse, StrictRoute, unless_disconnected, user_in, user_of,
@@ -54,6 +56,16 @@ def instance_history(request: Request, title: str, owner: str | None = Query(Non
     """Every change to the instance: who, when, what (never a secret's value)."""
     with master_of(request).read() as session:
         return instances.history(session, user_in(session, request), title, owner)
+
+
+@router.get("/instance-usage/{title:path}")
+def instance_usage(request: Request, title: str, owner: str | None = Query(None, max_length=64),
+                   resolution: str = Query("hourly", pattern="^(hourly|raw)$"),
+                   since: datetime | None = None, until: datetime | None = None):
+    """The instance's usage over time: hourly aggregates (13 months) or raw samples (48 h)."""
+    with master_of(request).read() as session:
+        instance = instances.get(session, user_in(session, request), title, owner)
+        return usage.instance_series(session, instance.id, resolution, aware(since), aware(until))
 
 
 @router.get("/instances/{title:path}")

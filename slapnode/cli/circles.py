@@ -3,7 +3,8 @@ take whose instances, sets of your computers, and sets of users."""
 
 import click
 
-from .context import json_option, pass_context, print_json, print_table, printable
+from . import moments
+from .context import json_option, pass_context, print_json, print_table, print_usage, printable
 
 SCOPES = ("personal", "friends", "public", "closed")
 COMPUTER_COLUMNS = [("NAME", "name"), ("OWNER", "owner"), ("SCOPE", "scope"), ("FRIENDS", "friends"),
@@ -88,6 +89,26 @@ def computer_scope(ctx, name, scope, groups, as_json):
         return
     friends = f" (groups: {', '.join(view['friends'])})" if view["scope"] == "friends" else ""
     click.echo(printable(f"computer {view['name']}: scope {view['scope']}{friends}"))
+
+
+@computer.command("usage")
+@click.argument("name")
+@click.option("--since", metavar="WHEN", default="1d", show_default=True,
+              help="From WHEN: 7d, 12h, 2w back, or a date.")
+@json_option
+@pass_context
+def computer_usage(ctx, name, since, as_json):
+    """Show what your computer NAME gave, hour by hour, over all its partitions.
+
+    \b
+    Example:
+      slapnode computer usage volunteer-1 --since 30d
+    """
+    points = ctx.client.computer_usage(name, moments.parse(since, "--since", future=False).isoformat())
+    if as_json:
+        print_json(points)
+    else:
+        print_usage(points)
 
 
 # -- networks ----------------------------------------------------------------------------

@@ -74,3 +74,15 @@ def _cell(value):
 
 def json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
+USAGE_COLUMNS = [("HOUR", "hour"), ("CPU_S", "cpu_seconds"), ("MEM_MB_AVG", "memory_mb_avg"),
+                 ("MEM_MB_PEAK", "memory_mb_peak"), ("DISK_MB", "disk_mb_avg"),
+                 ("NET_IN", "net_in_bytes"), ("NET_OUT", "net_out_bytes")]
+RAW_USAGE_COLUMNS = [("AT", "at"), ("CPU_S", "cpu_seconds"), ("MEM_MB", "memory_mb"),
+                     ("DISK_MB", "disk_mb"), ("NET_IN", "net_in_bytes"), ("NET_OUT", "net_out_bytes")]
+
+
+def print_usage(points, raw=False):
+    """A usage series as a table (hourly points, or raw samples)."""
+    print_table(points, RAW_USAGE_COLUMNS if raw else USAGE_COLUMNS)

@@ -7,7 +7,8 @@ import click
 
 from ..errors import ParameterError, SlapnodeError, UsageError
 from ..states import DESTROYED, REQUESTED_STATES, STARTED, STOPPED, InstanceStatus, settled_for
-from .context import json_option, pass_context, print_json, print_table, printable
+from . import moments
+from .context import json_option, pass_context, print_json, print_table, print_usage, printable
 
 
 @click.group("instance")
@@ -253,3 +254,29 @@ def history(ctx, title, owner, as_json):
     rows = [{**e, "detail": ", ".join(f"{k}={v}" for k, v in sorted(e["detail"].items())
                                       if v not in (None, "", [], {}))} for e in events]
     print_table(rows, [("AT", "at"), ("WHO", "actor"), ("WHAT", "action"), ("DETAIL", "detail")])
+
+
+@group.command("usage")
+@click.argument("title")
+@click.option("--raw", is_flag=True, help="Raw samples (kept 48 h) instead of hourly figures.")
+@click.option("--since", metavar="WHEN", default="1d", show_default=True,
+              help="From WHEN: 7d, 12h, 2w back, or a date.")
+@owner_option
+@json_option
+@pass_context
+def usage(ctx, title, raw, since, owner, as_json):
+    """Show what instance TITLE used over time: CPU, memory, disk, network.
+
+    Hourly figures are kept 13 months; CPU seconds and network bytes are per hour.
+
+    \b
+    Examples:
+      slapnode instance usage worker-1 --since 7d
+      slapnode instance usage worker-1 --raw --json
+    """
+    start = moments.parse(since, "--since", future=False).isoformat()
+    points = ctx.client.instance_usage(title, owner, "raw" if raw else "hourly", start)
+    if as_json:
+        print_json(points)
+    else:
+        print_usage(points, raw)

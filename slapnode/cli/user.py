@@ -1,11 +1,8 @@
 """``slapnode user`` and ``slapnode token``: accounts on the master and your tokens."""
 
-import datetime as dt
-import re
-
 import click
 
-from ..errors import UsageError
+from . import moments
 from .context import json_option, pass_context, print_json, print_table
 
 
@@ -121,24 +118,6 @@ def token_group():
     """Your API tokens: one per machine or script, each revocable on its own."""
 
 
-EXPIRY_RE = re.compile(r"^(\d{1,6})([mhdw])$")
-UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_expiry(text, now=None):
-    """'30d', '12h', '90m', '2w' from now, or an ISO date/time (UTC unless it says) -> aware datetime."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    match = EXPIRY_RE.match(text.strip())
-    if match:
-        return now + dt.timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
-    try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"--expires {text!r}: give a duration (30d, 12h, 90m, 2w) or a date "
-                         "(2027-01-31 or 2027-01-31T18:00+01:00)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
-
-
 @token_group.command("create")
 @click.argument("name")
 @click.option("--expires", metavar="WHEN", help="30d, 12h, 90m, 2w, or a date (UTC unless it says).")
@@ -152,7 +131,7 @@ def token_create(ctx, name, expires, as_json):
       slapnode token create laptop
       slapnode token create ci-job --expires 30d
     """
-    expires_at = parse_expiry(expires).isoformat() if expires else None
+    expires_at = moments.parse(expires, "--expires").isoformat() if expires else None
     result = ctx.client.create_token(name, expires_at)
     if as_json:
         print_json(result)
