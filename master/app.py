@@ -21,8 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slapnode import __version__
 
-from . import limits, usage
-from .api import cache, catalog, computers, groups, instances, node, users
+from . import invoices, limits, usage
+from .api import cache, catalog, computers, groups, instances, invoices as invoices_api, node, users
 from .api.deps import SafeJSONResponse
 from .errors import ApiError
 from .users import NodeCredentials, UserTokens
@@ -94,14 +94,16 @@ class _TooLarge(Exception):
     pass
 
 
-async def _prune_usage(master):
-    """The master downsamples usage history on its own: old raw samples and old hourly
-    rows go, every PRUNE_EVERY seconds (the hourly rows are kept current at ingest)."""
+async def _housekeeping(master):
+    """What the master does on its own, every PRUNE_EVERY seconds: it downsamples usage
+    history (old raw samples and old hourly rows go; the hourly rows are kept current at
+    ingest) and issues the invoices of a month that has ended."""
     while True:
-        try:
-            await asyncio.to_thread(master.write, usage.prune)
-        except Exception:           # a busy or restarting database: next time
-            log.exception("pruning usage history failed")
+        for job in (usage.prune, invoices.close_due):
+            try:
+                await asyncio.to_thread(master.write, job)
+            except Exception:           # a busy or restarting database: next time
+                log.exception("%s failed", job.__name__)
         await asyncio.sleep(usage.PRUNE_EVERY)
 
 
@@ -110,7 +112,7 @@ def create_app(master):
     async def lifespan(app):
         master.board.attach(asyncio.get_running_loop())
         master.seed_revisions()
-        pruner = asyncio.create_task(_prune_usage(master))
+        pruner = asyncio.create_task(_housekeeping(master))
         yield
         pruner.cancel()
         master.dispose()
@@ -154,7 +156,7 @@ def create_app(master):
     def health():
         return {"ok": True, "version": __version__, "parked_long_polls": master.board.parked}
 
-    for module in (users, catalog, computers, groups, instances, cache, node):
+    for module in (users, catalog, computers, groups, instances, invoices_api, cache, node):
         app.include_router(module.router, prefix=API)
 
     if master.releases_dir and Path(master.releases_dir).is_dir():

@@ -41,6 +41,22 @@ def parse_price(text):
     return int(cents)
 
 
+def parse_metered(text, what):
+    """'0.015' (currency per unit) -> 15000 millionths. Six decimals at most."""
+    try:
+        value = Decimal(str(text))
+    except InvalidOperation:
+        raise BadRequest(f"{what} {text!r} is not a number, e.g. 0.02") from None
+    if not value.is_finite() or value < 0:
+        raise BadRequest(f"{what} {text!r} must be zero or more")
+    micros = value * 1_000_000
+    if micros != micros.to_integral_value():
+        raise BadRequest(f"{what} {text!r} has more than six decimals")
+    if micros > 10**15:
+        raise BadRequest(f"{what} {text!r} is too large")
+    return int(micros)
+
+
 def _walk(node, path="#"):
     """(path, key, value) for every keyword of a schema, nested ones included."""
     if isinstance(node, dict):
@@ -88,7 +104,8 @@ def check_schema(schema):
                              "additionalProperties instead")
 
 
-def add(session, url, title, description="", price="0", schema=None):
+def add(session, url, title, description="", price="0", schema=None, price_cpu_hour="0",
+        price_disk_gb_month="0"):
     url = url.strip()
     title = title.strip()
     if not URL_RE.match(url):
@@ -107,7 +124,10 @@ def add(session, url, title, description="", price="0", schema=None):
     if clash is not None:
         raise Conflict(f"the catalog already has {clash.title!r} ({clash.url}); pick another URL and title")
     release = SoftwareRelease(url=url, title=title, description=description or "",
-                              price_cents=parse_price(price), parameter_schema=schema)
+                              price_cents=parse_price(price), parameter_schema=schema,
+                              cpu_hour_micros=parse_metered(price_cpu_hour, "price per CPU-hour"),
+                              disk_gb_month_micros=parse_metered(price_disk_gb_month,
+                                                                 "price per GB-month of disk"))
     session.add(release)
     session.flush()
     return release
@@ -127,13 +147,17 @@ def require(session, ref):
     return release
 
 
-def view(release, supplies=None):
+def view(release, supplies=None, currency="EUR"):
+    from slapnode.accounting import money, price_text
+
     result = {
         "url": release.url,
         "title": release.title,
         "description": release.description,
-        "price_per_month": f"{release.price_cents / 100:.2f}",
-        "currency": "EUR",
+        "price_per_month": money(release.price_cents),
+        "price_per_cpu_hour": price_text(release.cpu_hour_micros or 0),
+        "price_per_disk_gb_month": price_text(release.disk_gb_month_micros or 0),
+        "currency": currency,
         "has_schema": release.parameter_schema is not None,
     }
     if supplies is not None:

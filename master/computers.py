@@ -284,8 +284,7 @@ def _instance_report(session, instance, item, node):
     if item.get("promises") is not None:
         instance.promises = item["promises"]
     if item.get("usage") is not None:
-        usage.ingest(session, instance, node.computer_id, item["usage"])
-        instance.usage = item["usage"]
+        instance.usage = usage.ingest(session, instance, node.computer_id, item["usage"])
     instance.updated_at = utcnow()
     touch_instance(session, instance.id)
 

@@ -16,7 +16,7 @@ from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
 from . import allocation, audit, catalog, groups, limits, names, networks
 from .core import touch_computer, touch_instance
 from .errors import ApiError, BadRequest, Conflict, Forbidden, Invalid, NotFound
-from .models import Computer, Group, Instance, Partition, Supply, User, iso, utcnow
+from .models import Computer, Group, Instance, InstancePeriod, Partition, Supply, User, iso, utcnow
 
 TYPE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 EVERYONE = "*"
@@ -202,6 +202,17 @@ def check_request(session, title, software, software_type="default", parameters=
     return release.url
 
 
+def _open_period(session, instance, release_id, now):
+    session.add(InstancePeriod(instance_id=instance.id, release_id=release_id, started_at=now))
+
+
+def _close_period(session, instance, now):
+    """The instance's open period ends now (it was destroyed or moved to another release)."""
+    for period in session.scalars(select(InstancePeriod).where(
+            InstancePeriod.instance_id == instance.id, InstancePeriod.ended_at.is_(None))):
+        period.ended_at = now
+
+
 def _check_targets(session, user, node_filter):
     """A network the filter names is one of the requester's; a computer it names takes
     the requester's instances (else the request would wait for ever)."""
@@ -276,6 +287,7 @@ def request(session, user, title, software, software_type="default", parameters=
         instance.group_id = group_id
         instance.created_at = instance.updated_at = utcnow()
         session.flush()
+        _open_period(session, instance, release.id, instance.created_at)
         audit.record(session, user, "instance", instance.id, title, "requested",
                      software=release.url, type=software_type, state=state,
                      parameters=sorted(parameters), node=node_filter, shared=bool(shared),
@@ -308,6 +320,10 @@ def request(session, user, title, software, software_type="default", parameters=
         _detach_refused(session, instance)
         if instance.partition is not None:
             _attach_waiting_shared(session, instance)
+    if instance.sr_url != release.url:       # another release (version): another period
+        now = utcnow()
+        _close_period(session, instance, now)
+        _open_period(session, instance, release.id, now)
     if changed:
         instance.sr_url = release.url
         instance.software_type = software_type
@@ -339,6 +355,8 @@ def _set_state(session, instance, state, force=False, by=None):
         audit.record(session, by, "instance", instance.id, instance.title,
                      "destroy requested" if state == DESTROYED else state,
                      was=instance.requested_state)
+        if state == DESTROYED:              # billing ends when the user asks
+            _close_period(session, instance, utcnow())
     instance.requested_state = state
     instance.updated_at = utcnow()
     touch_instance(session, instance.id)

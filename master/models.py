@@ -94,7 +94,10 @@ class SoftwareRelease(Base):
     url: Mapped[str] = mapped_column(String(1024), unique=True)
     title: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    price_cents: Mapped[int] = mapped_column(Integer, default=0)   # per month, EUR
+    price_cents: Mapped[int] = mapped_column(Integer, default=0)   # per month, the master's currency
+    # metered prices, in millionths of the currency (exact integers, never floats)
+    cpu_hour_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_gb_month_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     parameter_schema: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -330,3 +333,97 @@ class UsageHourly(Base):
     disk_mb_peak: Mapped[float] = mapped_column(Float, default=0.0)
     net_in_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     net_out_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageMonthly(Base):
+    """What one instance used on one computer in one month (UTC), kept for invoices and
+    credit: CPU seconds, and memory and disk integrated over time (MB x seconds)."""
+
+    __tablename__ = "usage_monthly"
+    __table_args__ = (UniqueConstraint("instance_id", "computer_id", "month"),
+                      Index("ix_usage_monthly_computer_month", "computer_id", "month"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    computer_id: Mapped[int | None] = mapped_column(ForeignKey("computers.id", ondelete="SET NULL"),
+                                                    nullable=True)
+    month: Mapped[str] = mapped_column(String(7))                  # YYYY-MM
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_mb_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    disk_mb_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class InstancePeriod(Base):
+    """A stretch of an instance's life on one release: from its request (or its move to
+    the release) to its destruction (or its move to another). What subscriptions bill."""
+
+    __tablename__ = "instance_periods"
+    __table_args__ = (Index("ix_instance_periods_instance", "instance_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("software_releases.id", ondelete="SET NULL"),
+                                                   nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Setting(Base):
+    """The master's own settings that every worker shares (the currency)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class Sequence(Base):
+    """Gapless counters (invoice and credit note numbers); incremented by UPDATE, which
+    serialises concurrent closers on the row."""
+
+    __tablename__ = "sequences"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Invoice(Base):
+    """An issued invoice or credit note: immutable once written (a correction is a credit
+    note that references the invoice). Drafts are computed, never stored."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (Index("ix_invoices_user_month", "user_id", "month"),
+                      Index("ux_invoices_user_month_invoice", "user_id", "month", unique=True,
+                            sqlite_where=text("kind = 'invoice'"),
+                            postgresql_where=text("kind = 'invoice'")))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))               # invoice | credit
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    month: Mapped[str] = mapped_column(String(7))
+    currency: Mapped[str] = mapped_column(String(3))
+    total_cents: Mapped[int] = mapped_column(BigInteger)
+    issued_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    credits_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id", ondelete="RESTRICT"),
+                                                   nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="RESTRICT"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"),
+                                                    nullable=True)
+    title: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))               # subscription | cpu | disk
+    description: Mapped[str] = mapped_column(String(512))
+    period_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    quantity: Mapped[str] = mapped_column(String(40))           # a decimal, as text
+    unit: Mapped[str] = mapped_column(String(16))
+    unit_price: Mapped[str] = mapped_column(String(40))         # a decimal, as text
+    amount_cents: Mapped[int] = mapped_column(BigInteger)

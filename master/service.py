@@ -12,12 +12,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from . import db as dbmod
-from . import users
+from . import settings, users
 from slapnode.errors import SlapnodeError
 
 from .core import Master
 from .errors import ApiError
-from .models import User
+from .models import Setting, User
 
 ADMIN_NAME = "admin"
 ADMIN_TOKEN_FILE = "admin.token"
@@ -39,9 +39,11 @@ def _write_secret(path, text):
     os.chmod(path, 0o600)
 
 
-def init(data_dir, url=None, domain=None):
+def init(data_dir, url=None, domain=None, currency=None):
     """Create or upgrade the database; make sure an admin exists; remember the DNS
-    zone of instance names (``domain``; the default, or what an earlier init saved).
+    zone of instance names (``domain``; the default, or what an earlier init saved)
+    and the currency of prices and invoices (``currency``; EUR the first time, then
+    kept; it cannot change once an invoice exists).
 
     Returns (url, admin token). Running it again keeps everything: the
     migrations are idempotent and the saved admin token is reused.
@@ -55,6 +57,10 @@ def init(data_dir, url=None, domain=None):
             domain = check_zone(domain)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if currency is not None and not settings.CURRENCY_RE.match(currency.strip().upper()):
+        from slapnode.errors import UsageError
+
+        raise UsageError(f"--currency {currency!r}: give an ISO 4217 code of three letters, e.g. EUR")
     data_dir = Path(data_dir)
     made = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +93,14 @@ def init(data_dir, url=None, domain=None):
             return users.add_token(session, admin)
 
         token = master.write(ensure_admin)
+
+        def ensure_currency(session):
+            if currency is not None or session.get(Setting, "currency") is None:
+                settings.set_currency(session, currency or settings.DEFAULT_CURRENCY)
+        try:
+            master.write(ensure_currency)
+        except ApiError as exc:
+            raise SlapnodeError(exc.message) from None
         _write_secret(token_file, token)
     except Exception:
         _forget(data_dir, made)

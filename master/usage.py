@@ -13,8 +13,9 @@ import datetime as dt
 
 from sqlalchemy import delete, func, select
 
-from .models import UsageHourly, UsageSample, iso, utcnow
+from .models import UsageHourly, UsageMonthly, UsageSample, iso, utcnow
 
+MAX_GAP = 180.0                                # seconds one sample stands for, at most
 RAW_KEEP = dt.timedelta(hours=48)
 HOURLY_KEEP = dt.timedelta(days=396)          # 13 months
 PRUNE_EVERY = 600.0                            # seconds between two prunes
@@ -51,10 +52,22 @@ def hour_of(moment):
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+def _gap(previous, now):
+    """Seconds since the previous report (what memory and disk are integrated over),
+    at most MAX_GAP: a node that was away is not credited for the time it was away."""
+    try:
+        then = dt.datetime.fromisoformat((previous or {}).get("received_at") or "")
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max((now - then).total_seconds(), 0.0), MAX_GAP)
+
+
 def ingest(session, instance, computer_id, reported, now=None):
-    """Record one report of ``instance``'s usage (before ``instance.usage`` is replaced)."""
+    """Record one report of ``instance``'s usage. Returns what to keep as the instance's
+    current usage (the report, and when the master received it)."""
     now = now or utcnow()
     grown = increments(instance.usage, reported)
+    gap = _gap(instance.usage, now)
     memory, disk = _clean(reported.get("memory_mb")), _clean(reported.get("disk_mb"))
     session.add(UsageSample(instance_id=instance.id, computer_id=computer_id, at=now,
                             cpu_seconds=grown["cpu_seconds"], memory_mb=memory, disk_mb=disk,
@@ -76,14 +89,28 @@ def ingest(session, instance, computer_id, reported, now=None):
     row.disk_mb_peak = max(row.disk_mb_peak, disk)
     row.net_in_bytes += int(grown["net_in_bytes"])
     row.net_out_bytes += int(grown["net_out_bytes"])
+    month = now.strftime("%Y-%m")
+    total = session.scalars(select(UsageMonthly).where(
+        UsageMonthly.instance_id == instance.id, UsageMonthly.computer_id == computer_id,
+        UsageMonthly.month == month)).first()
+    if total is None:
+        total = UsageMonthly(instance_id=instance.id, computer_id=computer_id, month=month,
+                             cpu_seconds=0.0, memory_mb_seconds=0.0, disk_mb_seconds=0.0)
+        session.add(total)
+    total.cpu_seconds += grown["cpu_seconds"]
+    total.memory_mb_seconds += memory * gap
+    total.disk_mb_seconds += disk * gap
+    return {**{k: v for k, v in reported.items()}, "received_at": iso(now)}
 
 
 def prune(session, now=None):
-    """Drop raw samples older than 48 h and hourly rows older than 13 months."""
+    """Drop raw samples older than 48 h, hourly and monthly rows older than 13 months."""
     now = now or utcnow()
     raw = session.execute(delete(UsageSample).where(UsageSample.at < now - RAW_KEEP)).rowcount
     hourly = session.execute(delete(UsageHourly).where(UsageHourly.hour < now - HOURLY_KEEP)).rowcount
-    return {"samples": raw, "hourly": hourly}
+    monthly = session.execute(delete(UsageMonthly).where(
+        UsageMonthly.month < (now - HOURLY_KEEP).strftime("%Y-%m"))).rowcount
+    return {"samples": raw, "hourly": hourly, "monthly": monthly}
 
 
 def _window(since, until):

@@ -137,6 +137,22 @@ class Client:
     def revoke_token(self, name):
         return self.call("DELETE", f"/tokens/{quote(name, safe='')}")
 
+    # invoices
+    def list_invoices(self, user=None):
+        return self.call("GET", "/invoices", params={"user": user} if user else None)
+
+    def show_invoice(self, number, month=None, user=None):
+        if number == "draft":
+            params = {k: v for k, v in (("month", month), ("user", user)) if v}
+            return self.call("GET", "/invoices/draft", params=params or None)
+        return self.call("GET", f"/invoices/{quote(number, safe='')}")
+
+    def close_invoices(self, month):
+        return self.call("POST", "/invoices/close", json={"month": month})
+
+    def credit_invoice(self, number, reason):
+        return self.call("POST", f"/invoices/{quote(number, safe='')}/credit", json={"reason": reason})
+
     # groups and networks
     def list_groups(self):
         return self.call("GET", "/groups")
@@ -165,10 +181,12 @@ class Client:
                          f"/networks/{quote(name, safe='')}/computers/{quote(computer, safe='')}")
 
     # catalog
-    def add_software(self, url, title, price="0", description="", schema=None):
+    def add_software(self, url, title, price="0", description="", schema=None, price_cpu_hour="0",
+                     price_disk_gb_month="0"):
         return self.call("POST", "/software", json={
             "url": url, "title": title, "price": price, "description": description,
-            "schema": schema})
+            "schema": schema, "price_cpu_hour": price_cpu_hour,
+            "price_disk_gb_month": price_disk_gb_month})
 
     def list_software(self):
         return self.call("GET", "/software")

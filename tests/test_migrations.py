@@ -109,6 +109,11 @@ def test_a_populated_first_database_upgrades_through_every_migration(empty_datab
             assert users.list_tokens(session, ada.id)[0]["name"] == "token-1"
             assert computers.list_for(session, ada)[0]["scope"] == "public"
             assert computers.list_for(session, ada)[0]["owner"] == "old-admin"
+            # 0008: instances alive at the upgrade are billed from their creation
+            from slapnode.master import invoices
+            draft = invoices.draft(session, ada, "2026-01")
+            assert [line["title"] for line in draft["lines"]] == ["my-hello", "guest"]
+            assert draft["currency"] == "EUR" and draft["lines"][0]["unit_price"] == "1.50"
 
         def request(session):
             instance, _ = instances.request(session, ada, "after-upgrade", "hello")

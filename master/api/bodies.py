@@ -59,6 +59,8 @@ class SoftwareCreate(Body):
     title: str = Field(min_length=1, max_length=128)
     description: str = Field(default="", max_length=10000)
     price: str = Field(default="0", max_length=32)
+    price_cpu_hour: str = Field(default="0", max_length=32)
+    price_disk_gb_month: str = Field(default="0", max_length=32)
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
 
 
@@ -155,3 +157,11 @@ class NodeReport(Body):
     software: list[SoftwareStatus] = Field(default_factory=list, max_length=1000)
     instances: list[InstanceStatusReport] = Field(default_factory=list, max_length=10000)
     shared: list[SharedStatusReport] = Field(default_factory=list, max_length=10000)
+
+
+class InvoiceClose(Body):
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class CreditNote(Body):
+    reason: str = Field(min_length=1, max_length=1000)

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
-from .. import audit, catalog, computers
+from .. import audit, catalog, computers, settings
 from ..models import Computer, SoftwareRelease, Supply
 from .bodies import SoftwareCreate, SupplyRequest
 from .deps import admin_in, master_of, StrictRoute, user_in
@@ -16,18 +16,21 @@ def list_software(request: Request):
     with master_of(request).read() as session:
         user_in(session, request)
         releases = session.scalars(select(SoftwareRelease).order_by(SoftwareRelease.title)).all()
-        return [catalog.view(r) for r in releases]
+        currency = settings.currency(session)
+        return [catalog.view(r, currency=currency) for r in releases]
 
 
 @router.post("/software", status_code=201)
 def add_software(body: SoftwareCreate, request: Request):
     def run(session):
         admin = admin_in(session, request)
-        release = catalog.add(session, body.url, body.title, body.description, body.price, body.schema_)
-        session.flush()
+        release = catalog.add(session, body.url, body.title, body.description, body.price,
+                              body.schema_, body.price_cpu_hour, body.price_disk_gb_month)
+        shown = catalog.view(release, currency=settings.currency(session))
         audit.record(session, admin, "release", release.id, release.title, "added", url=release.url,
-                     price=catalog.view(release).get("price"))
-        return catalog.view(release)
+                     price=shown["price_per_month"], cpu_hour=shown["price_per_cpu_hour"],
+                     disk_gb_month=shown["price_per_disk_gb_month"])
+        return shown
     return master_of(request).write(run)
 
 
@@ -41,7 +44,7 @@ def show_software(request: Request, ref: str = Query(min_length=1, max_length=10
                                .where(Supply.url == release.url).order_by(Computer.name)).all()
         supplies = [{"node": r.name, "requested": r.requested, "status": r.status,
                      "log_tail": r.log_tail} for r in rows]
-        return catalog.view(release, supplies)
+        return catalog.view(release, supplies, settings.currency(session))
 
 
 @router.post("/supplies")

@@ -14,7 +14,7 @@ import click
 from .. import __version__
 from ..errors import SlapnodeError
 from .context import Context, printable
-from . import circles, instance, master, node, software, standalone, user
+from . import circles, instance, invoice, master, node, software, standalone, user
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -41,7 +41,7 @@ def cli(ctx, master_url, token):
     ctx.obj = Context(master_url, token)
 
 
-for module in (master, user, software, node, instance, standalone):
+for module in (master, user, software, node, instance, invoice, standalone):
     cli.add_command(module.group)
 for command in (user.token_group, circles.computer, circles.network, circles.group_group):
     cli.add_command(command)

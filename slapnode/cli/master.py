@@ -31,7 +31,9 @@ def group():
               help="SQLAlchemy URL (default: SQLite in DATA_DIR), e.g. postgresql+psycopg://...")
 @click.option("--domain", metavar="ZONE",
               help="DNS zone of instance names [slapnode.internal]; kept for later runs.")
-def init(data_dir, db_url, domain):
+@click.option("--currency", metavar="CODE",
+              help="Currency of prices and invoices (ISO 4217) [EUR]; fixed once an invoice exists.")
+def init(data_dir, db_url, domain, currency):
     """Create (or upgrade) the master's database; print the admin token last.
 
     Safe to run again: nothing is wiped, and the same admin token is printed.
@@ -40,12 +42,12 @@ def init(data_dir, db_url, domain):
     Example:
       slapnode master init --data-dir /var/lib/slapnode/master
       slapnode master init --data-dir ./m --db postgresql+psycopg://slap:pw@localhost/slapnode
-      slapnode master init --data-dir ./m --domain grid.example.org
+      slapnode master init --data-dir ./m --domain grid.example.org --currency CHF
     """
     from ..master import service
 
     try:
-        url, token = service.init(data_dir, db_url, domain)
+        url, token = service.init(data_dir, db_url, domain, currency)
     except Exception as exc:
         raise _db_error(exc, db_url) from None
     where = "SQLite in " + data_dir if url.startswith("sqlite") else url.split("@")[-1]

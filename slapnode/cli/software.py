@@ -31,25 +31,35 @@ def _read_schema(path):
 @group.command("add")
 @click.argument("url")
 @click.option("--title", required=True, help="Short unique name users can request it by.")
-@click.option("--price", default="0", show_default=True, metavar="EUR", help="Price per month.")
+@click.option("--price", default="0", show_default=True, metavar="AMOUNT",
+              help="Price per month, in the master's currency.")
+@click.option("--price-cpu-hour", default="0", show_default=True, metavar="AMOUNT",
+              help="Metered: price per CPU-hour an instance uses.")
+@click.option("--price-disk-gb-month", default="0", show_default=True, metavar="AMOUNT",
+              help="Metered: price per GB-month of disk an instance holds.")
 @click.option("--description", default="", help="One paragraph for the catalog.")
 @click.option("--schema", "schema_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON Schema that requests' parameters must satisfy.")
 @json_option
 @pass_context
-def add(ctx, url, title, price, description, schema_path, as_json):
+def add(ctx, url, title, price, price_cpu_hour, price_disk_gb_month, description, schema_path,
+        as_json):
     """Add the release at URL to the catalog (admins only).
 
     \b
     Example:
       slapnode software add http://master:8480/software-releases/hello/software.cfg \\
           --title hello --price 0.50 --schema software-releases/hello/software.cfg.json
+      slapnode software add https://example.org/boinc/software.cfg --title boinc \
+          --price 1 --price-cpu-hour 0.01 --price-disk-gb-month 0.05
     """
-    result = ctx.client.add_software(url, title, price, description, _read_schema(schema_path))
+    result = ctx.client.add_software(url, title, price, description, _read_schema(schema_path),
+                                     price_cpu_hour, price_disk_gb_month)
     if as_json:
         print_json(result)
     else:
-        click.echo(f"added {result['title']} ({result['url']}), {result['price_per_month']} EUR/month")
+        click.echo(f"added {result['title']} ({result['url']}), {result['price_per_month']} "
+                   f"{result['currency']}/month")
 
 
 @group.command("list")
@@ -66,8 +76,9 @@ def list_(ctx, as_json):
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, [("TITLE", "title"), ("EUR/MONTH", "price_per_month"), ("URL", "url"),
-                           ("DESCRIPTION", "description")])
+        print_table(rows, [("TITLE", "title"), ("PER MONTH", "price_per_month"),
+                           ("PER CPU-HOUR", "price_per_cpu_hour"), ("CURRENCY", "currency"),
+                           ("URL", "url"), ("DESCRIPTION", "description")])
 
 
 @group.command("show")
@@ -85,7 +96,8 @@ def show(ctx, software, as_json):
     if as_json:
         print_json(result)
         return
-    for key in ("title", "url", "description", "price_per_month"):
+    for key in ("title", "url", "description", "price_per_month", "price_per_cpu_hour",
+                "price_per_disk_gb_month", "currency"):
         click.echo(f"{key:16} {printable(result[key])}")
     click.echo(f"{'schema':16} {'yes' if result['has_schema'] else 'no'}")
     click.echo("supplied to:")

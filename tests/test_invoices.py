@@ -1,0 +1,140 @@
+"""Invoices over HTTP, on SQLite and PostgreSQL (issue 14): the current month's draft,
+months closed with sequential numbers, lives that cross a month boundary, metered lines,
+credit notes, CSV, the currency. The tests control the clock by writing the periods
+and the monthly usage of an instance with the times they choose (the master's own
+clock decides only what is "now")."""
+
+import datetime as dt
+
+import requests
+
+from slapnode.master.core import Master
+from slapnode.master.models import InstancePeriod, UsageMonthly
+
+from .conftest import run_cli, unique_name
+from .test_master_api import expect_error
+
+UTC = dt.timezone.utc
+
+
+def priced_release(master, price="31.00", cpu="0.01", disk="0"):
+    title = unique_name("paid")
+    url = f"http://releases.example/{title}/software.cfg"
+    master.client().add_software(url, title, price, "priced", None, cpu, disk)
+    return url
+
+
+def backdate(master, instance_id, start, end, cpu_seconds=None, month=None):
+    """Give the instance one period [start, end) and, optionally, a month's CPU time."""
+    in_process = Master(master.db_url)
+    try:
+        def write(session):
+            for row in session.query(InstancePeriod).filter_by(instance_id=instance_id):
+                row.started_at, row.ended_at = start, end
+            if cpu_seconds is not None:
+                session.add(UsageMonthly(instance_id=instance_id, computer_id=None, month=month,
+                                         cpu_seconds=cpu_seconds, memory_mb_seconds=0,
+                                         disk_mb_seconds=0))
+        in_process.write(write)
+    finally:
+        in_process.dispose()
+
+
+def test_the_current_month_is_a_draft_that_grows(master, make_node):
+    url = priced_release(master)
+    name, token = master.new_user()
+    alice = master.client(token)
+    node = make_node(partitions=1, owner=token, scope="personal")
+    alice.request_instance(title="draft-me", software=url, node={"computer": node.name})
+    first = alice.show_invoice("draft")
+    assert first["kind"] == "draft" and first["number"] is None and first["user"] == name
+    assert [line["title"] for line in first["lines"]] == ["draft-me"]
+    listed = alice.list_invoices()
+    assert listed[0]["number"] == "draft" and listed[0]["month"] == first["month"]
+    # a second later the draft counts more of the month (31.00 a month is 1 cent every
+    # ~86 s: compare the seconds it counts, which move every second)
+    import re
+    import time
+
+    def seconds(view):
+        return int(re.search(r"\((\d+) s of the month", view["lines"][0]["description"]).group(1))
+    time.sleep(1.1)
+    assert seconds(alice.show_invoice("draft")) > seconds(first)
+    assert "is not over yet" in expect_error(409, master.client().close_invoices, first["month"])
+
+
+def test_closing_months_issues_numbered_immutable_invoices_split_at_the_boundary(master, make_node):
+    url = priced_release(master, price="31.00", cpu="0.01")
+    name, token = master.new_user()
+    alice = master.client(token)
+    node = make_node(partitions=1, owner=token, scope="personal")
+    made = alice.request_instance(title="crosses", software=url, node={"computer": node.name})
+    instance_id = node.instance_on("slappart0")["id"]
+    assert made["title"] == "crosses"
+    backdate(master, instance_id, dt.datetime(2025, 1, 21, tzinfo=UTC),
+             dt.datetime(2025, 2, 15, tzinfo=UTC), cpu_seconds=7200.0, month="2025-01")
+    draft = alice.show_invoice("draft", month="2025-01")
+    assert draft["total"] == "11.02"                          # 11 of 31 days + 2 CPU-hours
+    admin = master.client()
+    january = admin.close_invoices("2025-01")["issued"]
+    february = admin.close_invoices("2025-02")["issued"]
+    mine_jan = [n for n in january if admin.show_invoice(n)["user"] == name]
+    mine_feb = [n for n in february if admin.show_invoice(n)["user"] == name]
+    assert len(mine_jan) == 1 and len(mine_feb) == 1
+    jan, feb = alice.show_invoice(mine_jan[0]), alice.show_invoice(mine_feb[0])
+    assert jan["number"].startswith("INV-") and int(feb["number"][4:]) > int(jan["number"][4:])
+    assert (jan["total"], feb["total"]) == ("11.02", "15.50")
+    assert [line["kind"] for line in jan["lines"]] == ["subscription", "cpu"]
+    assert jan["lines"][0]["period_end"].startswith("2025-02-01T00:00:00")
+    assert feb["lines"][0]["period_start"].startswith("2025-02-01T00:00:00")
+    # closing again issues nothing new for her; the issued invoice does not change
+    again = admin.close_invoices("2025-01")["issued"]
+    assert not set(again) & set(mine_jan)
+    assert alice.show_invoice(mine_jan[0]) == jan
+    numbers = [row["number"] for row in alice.list_invoices()]
+    assert numbers[0] == "draft" and mine_jan[0] in numbers and mine_feb[0] in numbers
+    # a correction is a credit note that references the invoice, once
+    note = admin.credit_invoice(jan["number"], "billed twice by mistake")
+    assert note["kind"] == "credit" and note["number"].startswith("CN-")
+    assert note["credits"] == jan["number"] and note["total"] == "-11.02"
+    assert "already credited" in expect_error(409, admin.credit_invoice, jan["number"], "again")
+    assert alice.show_invoice(jan["number"])["total"] == "11.02"
+    # only its owner and admins see an invoice; only admins close and credit
+    _, other = master.new_user()
+    assert "not yours" in expect_error(403, master.client(other).show_invoice, jan["number"])
+    expect_error(403, alice.close_invoices, "2025-03")
+    expect_error(403, alice.credit_invoice, feb["number"], "please")
+    expect_error(422, admin.close_invoices, "2025-13")
+    history = [e["action"] for e in alice.instance_history("crosses")]
+    assert "requested" in history
+
+
+def test_an_invoice_downloads_as_csv(master, make_node):
+    url = priced_release(master, price="10.00", cpu="0")
+    _, token = master.new_user()
+    alice = master.client(token)
+    node = make_node(partitions=1, owner=token, scope="personal")
+    alice.request_instance(title="csv, \"quoted\"", software=url, node={"computer": node.name})
+    answer = requests.get(f"{master.url}/api/v1/invoices/draft", params={"format": "csv"},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    rows = answer.text.splitlines()
+    assert rows[0].startswith("number,kind,month,currency") and '"csv, ""quoted"""' in rows[1]
+    assert rows[-1].split(",")[5] == "total"
+    cli = run_cli(["invoice", "show", "draft", "--csv"], master=master.url, token=token)
+    assert cli.exit_code == 0 and cli.stdout.splitlines()[0] == rows[0]
+
+
+def test_the_currency_is_set_at_init_and_a_bad_one_is_refused(tmp_path):
+    bad = run_cli(["master", "init", "--data-dir", str(tmp_path / "a"), "--currency", "EURO"])
+    assert bad.exit_code == 2 and "ISO 4217" in bad.stderr
+    assert not (tmp_path / "a").exists()
+    good = run_cli(["master", "init", "--data-dir", str(tmp_path / "b"), "--currency", "chf"])
+    assert good.exit_code == 0, good.stderr
+    from slapnode.master import settings
+    in_process = Master(f"sqlite:///{tmp_path / 'b' / 'master.db'}")
+    try:
+        with in_process.read() as session:
+            assert settings.currency(session) == "CHF"
+    finally:
+        in_process.dispose()
