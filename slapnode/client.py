@@ -137,6 +137,15 @@ class Client:
     def revoke_token(self, name):
         return self.call("DELETE", f"/tokens/{quote(name, safe='')}")
 
+    # volunteer credit
+    def computer_credit(self, computer=None, month=None):
+        params = {k: v for k, v in (("computer", computer), ("month", month)) if v}
+        return self.call("GET", "/credit", params=params or None)
+
+    def credit_top(self, limit=20, month=None):
+        params = {"limit": limit, **({"month": month} if month else {})}
+        return self.call("GET", "/credit/top", params=params)
+
     # invoices
     def list_invoices(self, user=None):
         return self.call("GET", "/invoices", params={"user": user} if user else None)

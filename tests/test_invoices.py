@@ -138,3 +138,35 @@ def test_the_currency_is_set_at_init_and_a_bad_one_is_refused(tmp_path):
             assert settings.currency(session) == "CHF"
     finally:
         in_process.dispose()
+
+
+def test_computers_earn_credit_for_other_users_work_only(master, make_node):
+    from slapnode.client import Client
+
+    url = priced_release(master, price="0", cpu="0")
+    owner_name, owner_token = master.new_user()
+    owner = master.client(owner_token)
+    node = make_node(partitions=2, owner=owner_token, scope="public")
+    _, guest_token = master.new_user()
+    guest = master.client(guest_token)
+    guest.request_instance(title="science", software=url, node={"computer": node.name})
+    owner.request_instance(title="own", software=url, node={"computer": node.name})
+    ids = {p["instance"]["title"]: (p["reference"], p["instance"]["id"])
+           for p in node.desired()["partitions"] if p["instance"]}
+    for title in ("science", "own"):          # each used 2 CPU-hours
+        reference, instance_id = ids[title]
+        for cpu in (0, 7200):
+            node.client.report(instances=[{"partition": reference, "instance_id": instance_id,
+                                           "status": "ready", "usage": {"cpu_seconds": cpu,
+                                                                        "memory_mb": 0}}])
+    (mine,) = owner.computer_credit()
+    assert (mine["computer"], mine["cpu_hours"], mine["credit"]) == (node.name, 2.0, "2.00")
+    assert owner.computer_credit(node.name)[0]["credit"] == "2.00"
+    board = {row["owner"]: row for row in guest.credit_top(limit=1000)}
+    assert board[owner_name]["credit"] == "2.00" and board[owner_name]["rank"] >= 1
+    assert guest.computer_credit() == []                      # the guest owns no computer
+    assert guest.computer_credit(node.name)[0]["credit"] == "2.00"   # public: she may see it
+    _, stranger = master.new_user()
+    private = make_node(partitions=1, owner=owner_token, scope="personal")
+    assert "neither yours nor open" in expect_error(
+        403, Client(master.url, stranger).computer_credit, private.name)

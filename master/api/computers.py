@@ -2,10 +2,12 @@
 
 from datetime import datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
 
-from .. import computers, usage, users
+from .. import computers, credit, usage, users
 from ..errors import Forbidden
+from ..models import Computer
 from .bodies import ComputerChange, EnrollmentTokenCreate
 from .deps import master_of, StrictRoute, user_in, writer_in
 
@@ -40,6 +42,33 @@ def computer_usage(name: str, request: Request, since: datetime | None = None,
         if computer.owner_id != principal.id and not principal.is_admin:
             raise Forbidden(f"computer {name!r} is not yours; its owner sees its usage")
         return usage.computer_series(session, computer.id, users.aware(since), users.aware(until))
+
+
+@router.get("/credit")
+def computer_credit(request: Request, computer: str | None = Query(None, max_length=64),
+                    month: str | None = Query(None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")):
+    """Credit your computers earned (or one computer you may see) for what they gave to
+    other users' instances."""
+    with master_of(request).read() as session:
+        principal = user_in(session, request)
+        if computer:
+            found = computers.get_by_name(session, computer)
+            if not computers.list_for(session, principal, computer):
+                raise Forbidden(f"computer {computer!r} is neither yours nor open to you")
+            rows = [found]
+        else:
+            rows = session.scalars(select(Computer).where(Computer.owner_id == principal.id)
+                                   .order_by(Computer.name)).all()
+        return credit.for_computers(session, rows, month)
+
+
+@router.get("/credit/top")
+def credit_top(request: Request, limit: int = Query(credit.DEFAULT_TOP, ge=1, le=1000),
+               month: str | None = Query(None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")):
+    """The leaderboard: owners by the credit their computers earned."""
+    with master_of(request).read() as session:
+        user_in(session, request)
+        return credit.top(session, limit, month)
 
 
 @router.post("/enrollment-tokens", status_code=201)

@@ -111,6 +111,56 @@ def computer_usage(ctx, name, since, as_json):
         print_usage(points)
 
 
+@computer.command("credit")
+@click.argument("name", required=False)
+@click.option("--month", metavar="YYYY-MM", help="One month only (default: the 13 months kept).")
+@json_option
+@pass_context
+def computer_credit(ctx, name, month, as_json):
+    """Show the credit your computers (or computer NAME) earned for other users' work.
+
+    1 credit per CPU-hour and 0.25 per GB-hour of memory given to instances of users other
+    than the computer's owner (docs/accounting.md).
+
+    \b
+    Examples:
+      slapnode computer credit
+      slapnode computer credit volunteer-1 --month 2026-10
+    """
+    rows = ctx.client.computer_credit(name, month)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, [("COMPUTER", "computer"), ("OWNER", "owner"), ("CPU_HOURS", "cpu_hours"),
+                       ("MEMORY_GB_HOURS", "memory_gb_hours"), ("CREDIT", "credit")])
+
+
+@click.group("credit")
+def credit_group():
+    """Volunteer credit: who gave the most."""
+
+
+@credit_group.command("top")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--month", metavar="YYYY-MM", help="One month only (default: the 13 months kept).")
+@json_option
+@pass_context
+def credit_top(ctx, limit, month, as_json):
+    """Show the leaderboard of owners by the credit their computers earned.
+
+    \b
+    Example:
+      slapnode credit top --limit 10
+    """
+    rows = ctx.client.credit_top(limit, month)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, [("RANK", "rank"), ("OWNER", "owner"), ("COMPUTERS", "computers"),
+                       ("CPU_HOURS", "cpu_hours"), ("MEMORY_GB_HOURS", "memory_gb_hours"),
+                       ("CREDIT", "credit")])
+
+
 # -- networks ----------------------------------------------------------------------------
 
 @click.group("network")
