@@ -1,8 +1,9 @@
 """The software release catalog and parameter checking.
 
-Owns what a catalog entry may be (URL, title, price, schema), how a SOFTWARE
-argument (a URL or a title) names one, and the check of instance parameters
-against a release's JSON Schema, naming each bad field.
+Owns what a catalog entry may be (URL, title, version, prices, schema), how a
+SOFTWARE argument (a URL, or a title with an optional version: the newest by
+default) names one, and the check of instance parameters against a release's
+JSON Schema, naming each bad field.
 """
 
 import re
@@ -23,6 +24,18 @@ VALIDATION_BUDGET = 1.0         # seconds all of a request's patterns may take t
 REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 URL_RE = re.compile(r"^(https?://[^\s/]+/\S*|file:///\S+|/\S+)$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def version_key(release):
+    """Order of versions: PEP 440 versions by their meaning (1.10 after 1.9), above
+    anything else, which goes by when it was added."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (1, Version(release.version), release.id)
+    except InvalidVersion:
+        return (0, release.id)
 
 
 def parse_price(text):
@@ -105,9 +118,12 @@ def check_schema(schema):
 
 
 def add(session, url, title, description="", price="0", schema=None, price_cpu_hour="0",
-        price_disk_gb_month="0"):
+        price_disk_gb_month="0", version=""):
     url = url.strip()
     title = title.strip()
+    version = (version or "").strip()
+    if version and not VERSION_RE.match(version):
+        raise BadRequest(f"version {version!r} must be 1-64 letters, digits, '.', '_', '+' or '-'")
     if not URL_RE.match(url):
         raise BadRequest(f"software URL {url!r} must be http(s)://..., file:///... or an absolute path")
     if not title:
@@ -119,11 +135,13 @@ def add(session, url, title, description="", price="0", schema=None, price_cpu_h
                          f"{limits.describe(bad)}")
     check_schema(schema)
     clash = session.scalars(select(SoftwareRelease).where(
-        or_(SoftwareRelease.url == url, SoftwareRelease.title == title,
-            SoftwareRelease.url == title, SoftwareRelease.title == url))).first()
+        or_(SoftwareRelease.url == url, SoftwareRelease.url == title, SoftwareRelease.title == url,
+            (SoftwareRelease.title == title) & (SoftwareRelease.version == version)))).first()
     if clash is not None:
-        raise Conflict(f"the catalog already has {clash.title!r} ({clash.url}); pick another URL and title")
-    release = SoftwareRelease(url=url, title=title, description=description or "",
+        named = f"{clash.title!r}" + (f" version {clash.version!r}" if clash.version else "")
+        raise Conflict(f"the catalog already has {named} ({clash.url}); pick another URL, "
+                       "title or --version")
+    release = SoftwareRelease(url=url, title=title, version=version, description=description or "",
                               price_cents=parse_price(price), parameter_schema=schema,
                               cpu_hour_micros=parse_metered(price_cpu_hour, "price per CPU-hour"),
                               disk_gb_month_micros=parse_metered(price_disk_gb_month,
@@ -133,18 +151,33 @@ def add(session, url, title, description="", price="0", schema=None, price_cpu_h
     return release
 
 
-def lookup(session, ref):
-    """The catalog entry whose URL or title is ``ref``, or None."""
-    return session.scalars(select(SoftwareRelease).where(
-        or_(SoftwareRelease.url == ref, SoftwareRelease.title == ref))).first()
+def lookup(session, ref, version=None):
+    """The catalog entry whose URL is ``ref``, or the version of title ``ref`` (the
+    newest when ``version`` is None), or None."""
+    by_url = session.scalars(select(SoftwareRelease).where(SoftwareRelease.url == ref)).first()
+    if by_url is not None and version in (None, by_url.version):
+        return by_url
+    query = select(SoftwareRelease).where(SoftwareRelease.title == ref)
+    if version is not None:
+        return session.scalars(query.where(SoftwareRelease.version == version)).first()
+    return max(session.scalars(query), key=version_key, default=None)
 
 
-def require(session, ref):
-    release = lookup(session, ref)
+def require(session, ref, version=None):
+    release = lookup(session, ref, version)
     if release is None:
+        if version is not None and lookup(session, ref) is not None:
+            known = ", ".join(v or '""' for v in versions(session, ref))
+            raise NotFound(f"{ref!r} has no version {version!r}; it has {known}")
         raise NotFound(f"unknown software {ref!r}: it is neither a catalog URL nor a catalog title; "
                        "see `slapnode software list`")
     return release
+
+
+def versions(session, title):
+    """The versions of ``title``, oldest first (as version_key orders them)."""
+    rows = session.scalars(select(SoftwareRelease).where(SoftwareRelease.title == title)).all()
+    return [r.version for r in sorted(rows, key=version_key)]
 
 
 def view(release, supplies=None, currency="EUR"):
@@ -153,6 +186,7 @@ def view(release, supplies=None, currency="EUR"):
     result = {
         "url": release.url,
         "title": release.title,
+        "version": release.version,
         "description": release.description,
         "price_per_month": money(release.price_cents),
         "price_per_cpu_hour": price_text(release.cpu_hour_micros or 0),

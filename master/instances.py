@@ -180,7 +180,7 @@ def free(session, instance, reason=""):
 
 
 def check_request(session, title, software, software_type="default", parameters=None,
-                  shared=False, node=None, state="started", share_with=()):
+                  shared=False, node=None, state="started", share_with=(), version=None):
     """Everything about a request that needs no write: its form, its parameters against
     the release's schema (which may take time: never under the write lock).
     Returns the release's URL, or None for a destroy."""
@@ -197,7 +197,7 @@ def check_request(session, title, software, software_type="default", parameters=
         raise Invalid(str(exc)) from None
     if state == DESTROYED:
         return None
-    release = catalog.require(session, software)
+    release = catalog.require(session, software, version)
     catalog.validate_parameters(release, parameters or {})
     return release.url
 
@@ -237,13 +237,16 @@ def _group_id(session, user, group):
 
 
 def request(session, user, title, software, software_type="default", parameters=None,
-            shared=False, node=None, state="started", share_with=(), checked=False, group=None):
+            shared=False, node=None, state="started", share_with=(), checked=False, group=None,
+            version=None):
     """Create or update the instance (user, title). Returns (instance, changed).
     ``checked``: ``check_request`` already passed (parameters are not checked again).
-    ``group``: a group of the requester whose members may see and manage it."""
+    ``group``: a group of the requester whose members may see and manage it.
+    ``version``: of the release's title (the newest for a new instance; an instance
+    requested again without one stays on its version, with one it moves to it)."""
     if not checked:
         check_request(session, title, software, software_type, parameters, shared, node, state,
-                      share_with)
+                      share_with, version)
     parameters = parameters or {}
     share_with = check_share_with(share_with, shared)
     node_filter = allocation.parse_filter(node or {})
@@ -261,7 +264,11 @@ def request(session, user, title, software, software_type="default", parameters=
             return instance, False
         return instance, _set_state(session, instance, DESTROYED, by=user)
 
-    release = catalog.require(session, software)
+    release = catalog.require(session, software, version)
+    if version is None and alive:
+        current = catalog.lookup(session, instance.sr_url)
+        if current is not None and current.title == release.title:
+            release = current           # no --version: it stays on its version
 
     if not alive:
         if instance is None:

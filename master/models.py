@@ -86,13 +86,15 @@ class GroupMember(Base):
 
 
 class SoftwareRelease(Base):
-    """A catalog entry: a buildout-style profile named by its URL."""
+    """A catalog entry: a buildout-style profile named by its URL; one version of a title."""
 
     __tablename__ = "software_releases"
+    __table_args__ = (UniqueConstraint("title", "version", name="uq_software_releases_title_version"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     url: Mapped[str] = mapped_column(String(1024), unique=True)
-    title: Mapped[str] = mapped_column(String(128), unique=True)
+    title: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     price_cents: Mapped[int] = mapped_column(Integer, default=0)   # per month, the master's currency
     # metered prices, in millionths of the currency (exact integers, never floats)

@@ -191,17 +191,18 @@ class Client:
 
     # catalog
     def add_software(self, url, title, price="0", description="", schema=None, price_cpu_hour="0",
-                     price_disk_gb_month="0"):
+                     price_disk_gb_month="0", version=""):
         return self.call("POST", "/software", json={
             "url": url, "title": title, "price": price, "description": description,
             "schema": schema, "price_cpu_hour": price_cpu_hour,
-            "price_disk_gb_month": price_disk_gb_month})
+            "price_disk_gb_month": price_disk_gb_month, "version": version})
 
     def list_software(self):
         return self.call("GET", "/software")
 
-    def show_software(self, ref):
-        return self.call("GET", "/software/release", params={"ref": ref})
+    def show_software(self, ref, version=None):
+        return self.call("GET", "/software/release",
+                         params={"ref": ref, **({"version": version} if version else {})})
 
     def supply(self, software, node, state="available"):
         return self.call("POST", "/supplies", json={"software": software, "node": node,

@@ -354,3 +354,18 @@ def test_computer_scope_network_group_and_history_from_the_cli(master, make_node
     assert node.name in [c["name"] for c in computers]
     refused = master.cli("computer", "scope", node.name, "public", token=bob_token)
     assert refused.exit_code == 1 and "is not yours" in refused.stderr
+
+
+def test_software_add_reads_the_schema_beside_the_profile(master):
+    title = unique_name("hello")
+    url = f"{master.url}/software-releases/hello/software.cfg"
+    result = master.cli("software", "add", f"{url}?{title}", "--title", title, "--version", "1.0")
+    # (a query string makes the URL new; the schema is still the one beside the profile)
+    assert result.exit_code == 0, result.stderr
+    assert "schema from" in result.stderr
+    shown = json.loads(master.cli("software", "show", title, "--json").stdout)
+    assert shown["has_schema"] and shown["version"] == "1.0"
+    assert shown["schema"]["properties"]["name"]["type"] == "string"
+    bare = master.cli("software", "add", f"{url}?{title}-2", "--title", title, "--version", "1.1",
+                      "--no-schema")
+    assert bare.exit_code == 0 and "schema from" not in bare.stderr

@@ -544,3 +544,34 @@ command = /usr/bin/python3 -c "while True: pass"
         assert share > 0.05                                  # it did run
     finally:
         _teardown(node)
+
+
+def test_requesting_a_newer_version_upgrades_the_instance_in_place(node, base):
+    """As SlapOS does: the node builds the new release and redeploys the same partition;
+    the partition's files stay."""
+    import shutil
+
+    hello_dir = Path(__file__).resolve().parent.parent / "software-releases" / "hello"
+    newer = base / f"hello-2-{secrets.token_hex(3)}"
+    shutil.copytree(hello_dir, newer)
+    title = node.user_client.show_software(node.hello)["title"]
+    version = f"2.{secrets.randbelow(10**6)}"       # the catalog outlives this test's node
+    node.master.client().add_software(str(newer / "software.cfg"), title, version=version,
+                                      schema=json.loads((hello_dir / "software.cfg.json").read_text()))
+    node.request("upgraded", software=node.hello, parameters={"name": "Ada"})
+    node.passes()
+    before = node.user_client.show_instance("upgraded")
+    assert before["status"] == "ready" and before["software"] == node.hello
+    kept = node.part(before["partition"]).root / "srv" / "kept-by-the-upgrade"
+    kept.write_text("data")
+    # the same request without --version keeps its version; with it, it moves
+    again = node.request("upgraded", software=title, parameters={"name": "Ada"})
+    assert again["software"] == node.hello and again["changed"] is False
+    moved = node.request("upgraded", software=title, version=version, parameters={"name": "Ada"})
+    assert moved["software"] == str(newer / "software.cfg") and moved["changed"] is True
+    node.passes()
+    after = node.user_client.show_instance("upgraded")
+    assert after["status"] == "ready", after["reason"]
+    assert after["partition"] == before["partition"] and kept.read_text() == "data"
+    assert get(after["connection"]["url"]).text == "Hello, Ada!"
+    assert "changed" in [e["action"] for e in node.user_client.instance_history("upgraded")]

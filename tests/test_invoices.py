@@ -170,3 +170,34 @@ def test_computers_earn_credit_for_other_users_work_only(master, make_node):
     private = make_node(partitions=1, owner=owner_token, scope="personal")
     assert "neither yours nor open" in expect_error(
         403, Client(master.url, stranger).computer_credit, private.name)
+
+
+# -- the catalog: versions, and what a release says about itself -------------------------
+
+def test_a_title_has_versions_and_new_instances_get_the_newest(master, make_node):
+    admin = master.client()
+    title = unique_name("vers")
+    urls = {v: f"http://releases.example/{title}/{v}/software.cfg" for v in ("1.0", "1.10", "1.9")}
+    for version, url in urls.items():
+        admin.add_software(url, title, version=version)
+    assert "already has" in expect_error(409, admin.add_software,
+                                         "http://releases.example/other.cfg", title, version="1.9")
+    shown = admin.show_software(title)
+    assert shown["version"] == "1.10" and shown["versions"] == ["1.0", "1.9", "1.10"]
+    assert admin.show_software(title, version="1.0")["url"] == urls["1.0"]
+    _, token = master.new_user()
+    alice = master.client(token)
+    node = make_node(partitions=1, owner=token, scope="personal")
+    made = alice.request_instance(title="v", software=title, node={"computer": node.name})
+    assert made["software"] == urls["1.10"]
+    assert alice.request_instance(title="v", software=title,
+                                  node={"computer": node.name})["changed"] is False
+    moved = alice.request_instance(title="v", software=title, version="1.9",
+                                   node={"computer": node.name})
+    assert moved["software"] == urls["1.9"] and moved["changed"] is True
+    assert node.instance_on("slappart0")["software"] == urls["1.9"]
+    assert urls["1.9"] in [s["url"] for s in node.desired()["software"]]      # supplied for the build
+    assert "has no version '3'" in expect_error(404, alice.request_instance, title="w",
+                                                software=title, version="3")
+    draft = alice.show_invoice("draft")
+    assert [line["title"] for line in draft["lines"]].count("v") == 2     # a period per version

@@ -109,6 +109,9 @@ def test_a_populated_first_database_upgrades_through_every_migration(empty_datab
             assert users.list_tokens(session, ada.id)[0]["name"] == "token-1"
             assert computers.list_for(session, ada)[0]["scope"] == "public"
             assert computers.list_for(session, ada)[0]["owner"] == "old-admin"
+            # 0009: the old release is the title's only version
+            from slapnode.master import catalog
+            assert catalog.require(session, "hello").version == ""
             # 0008: instances alive at the upgrade are billed from their creation
             from slapnode.master import invoices
             draft = invoices.draft(session, ada, "2026-01")

@@ -118,3 +118,33 @@ def test_command_line_moments_are_durations_or_dates():
     assert moments.parse("2027-02-01T10:00+01:00", "--x", now=now).utcoffset() == dt.timedelta(hours=1)
     with pytest.raises(UsageError, match="give a duration"):
         moments.parse("soon", "--expires", now=now)
+
+
+# -- software.cfg.json beside a profile --------------------------------------------------------
+
+def test_a_slapos_software_cfg_json_names_the_default_types_request_schema(tmp_path):
+    import json
+
+    from slapnode import release_meta
+
+    profile = tmp_path / "software.cfg"
+    profile.write_text("[buildout]\n")
+    assert release_meta.read(str(profile)) == (None, None, None)
+    (tmp_path / "software.cfg.json").write_text(json.dumps({
+        "name": "KVM", "description": "Virtual machines", "serialisation": "json-in-xml",
+        "software-type": {"cluster": {"request": "cluster.json", "index": 2},
+                          "default": {"request": "instance-input-schema.json", "index": 1}}}))
+    schema = {"type": "object", "properties": {"ram": {"type": "integer"}}}
+    (tmp_path / "instance-input-schema.json").write_text(json.dumps(schema))
+    found, description, where = release_meta.read(str(profile))
+    assert (found, description) == (schema, "Virtual machines")
+    assert where.endswith("instance-input-schema.json")
+    assert release_meta.read("file://" + str(profile))[0] == schema
+    (tmp_path / "instance-input-schema.json").unlink()
+    with pytest.raises(release_meta.MetaError, match="which is not there"):
+        release_meta.read(str(profile))
+    (tmp_path / "software.cfg.json").write_text(json.dumps(schema))       # a plain schema
+    assert release_meta.read(str(profile))[0] == schema
+    (tmp_path / "software.cfg.json").write_text("{nope")
+    with pytest.raises(release_meta.MetaError, match="not valid JSON"):
+        release_meta.read(str(profile))

@@ -61,6 +61,7 @@ class SoftwareCreate(Body):
     price: str = Field(default="0", max_length=32)
     price_cpu_hour: str = Field(default="0", max_length=32)
     price_disk_gb_month: str = Field(default="0", max_length=32)
+    version: str = Field(default="", max_length=64)
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
 
 
@@ -91,6 +92,7 @@ class InstanceRequest(Body):
     node: dict[str, str] = Field(default_factory=dict, max_length=32)
     state: str = Field(default="started", pattern=one_of(REQUESTED_STATES))
     group: str | None = Field(default=None, max_length=64)
+    version: str | None = Field(default=None, max_length=64)
 
 
 class StateChange(Body):

@@ -29,10 +29,11 @@ def request_instance(body: InstanceRequest, request: Request):
     fields = (body.title, body.software, body.type, body.parameters, body.shared, body.node,
               body.state, body.share_with)
     with master.read() as session:  # the schema check takes no write lock
-        instances.check_request(session, *fields)
+        instances.check_request(session, *fields, version=body.version)
 
     def run(session):
-        instance, changed = instances.request(session, user, *fields, checked=True, group=body.group)
+        instance, changed = instances.request(session, user, *fields, checked=True, group=body.group,
+                                              version=body.version)
         return {**instances.view(session, instance, master_of(request).naming), "changed": changed}
     return SafeJSONResponse(master.write(run))
 

@@ -114,6 +114,9 @@ def _pairs_to_filter(pairs):
               help="Node filter: computer=NAME, network=NAME, min-ram-mb=N, min-cpus=N, arch=..., ...")
 @click.option("--group", "group_name", metavar="GROUP",
               help="Let the members of GROUP (one of yours) see and manage it.")
+@click.option("--version", "version", metavar="VERSION",
+              help="This version of SOFTWARE (default: the newest for a new instance; an "
+                   "existing one keeps its version unless given one: then it is upgraded in place).")
 @click.option("--shared", is_flag=True, help="Attach to a host instance instead of taking a partition.")
 @click.option("--share-with", "share_with", multiple=True, metavar="USER|*",
               help="As a host: who may attach shared instances to this one (repeat; '*' for "
@@ -124,7 +127,7 @@ def _pairs_to_filter(pairs):
 @json_option
 @pass_context
 def request(ctx, title, software, software_type, pairs, xml_path, json_path, node_pairs,
-            group_name, shared, share_with, state, wait, as_json):
+            group_name, version, shared, share_with, state, wait, as_json):
     """Request instance TITLE of SOFTWARE (a catalog URL or title).
 
     The same request again changes nothing; a changed one updates the instance.
@@ -135,6 +138,7 @@ def request(ctx, title, software, software_type, pairs, xml_path, json_path, nod
       slapnode instance request worker-1 boinc-client --parameters-xml boinc.xml
       slapnode instance request cache redis --node computer=volunteer-1 --json
       slapnode instance request worker-7 boinc-client --node network=lab --group physics
+      slapnode instance request my-hello hello --version 2.0     # upgrade in place
       slapnode instance request front frontend --share-with alice --share-with bob
     """
     parameters = collect_parameters(pairs, xml_path, json_path)
@@ -145,6 +149,8 @@ def request(ctx, title, software, software_type, pairs, xml_path, json_path, nod
         body["share_with"] = list(share_with)
     if group_name:
         body["group"] = group_name
+    if version:
+        body["version"] = version
     view = ctx.client.request_instance(**body)
     _finish(ctx, view, wait, as_json)
 

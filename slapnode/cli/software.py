@@ -30,7 +30,10 @@ def _read_schema(path):
 
 @group.command("add")
 @click.argument("url")
-@click.option("--title", required=True, help="Short unique name users can request it by.")
+@click.option("--title", required=True, help="Short name users can request it by.")
+@click.option("--version", "version", default="", metavar="VERSION",
+              help="This URL is VERSION of the title (a title may have several; requests get "
+                   "the newest unless they say --version).")
 @click.option("--price", default="0", show_default=True, metavar="AMOUNT",
               help="Price per month, in the master's currency.")
 @click.option("--price-cpu-hour", default="0", show_default=True, metavar="AMOUNT",
@@ -39,22 +42,38 @@ def _read_schema(path):
               help="Metered: price per GB-month of disk an instance holds.")
 @click.option("--description", default="", help="One paragraph for the catalog.")
 @click.option("--schema", "schema_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="JSON Schema that requests' parameters must satisfy.")
+              help="JSON Schema that requests' parameters must satisfy (default: the one "
+                   "software.cfg.json beside the profile names, as SlapOS has it).")
+@click.option("--no-schema", is_flag=True, help="Do not look for software.cfg.json.")
 @json_option
 @pass_context
-def add(ctx, url, title, price, price_cpu_hour, price_disk_gb_month, description, schema_path,
-        as_json):
+def add(ctx, url, title, version, price, price_cpu_hour, price_disk_gb_month, description,
+        schema_path, no_schema, as_json):
     """Add the release at URL to the catalog (admins only).
+
+    Without --schema, the parameter schema and description come from software.cfg.json
+    beside the profile (URL + ".json"), when there is one.
 
     \b
     Example:
       slapnode software add http://master:8480/software-releases/hello/software.cfg \\
           --title hello --price 0.50 --schema software-releases/hello/software.cfg.json
-      slapnode software add https://example.org/boinc/software.cfg --title boinc \
-          --price 1 --price-cpu-hour 0.01 --price-disk-gb-month 0.05
+      slapnode software add https://example.org/boinc/software.cfg --title boinc \\
+          --version 2.1 --price 1 --price-cpu-hour 0.01 --price-disk-gb-month 0.05
     """
-    result = ctx.client.add_software(url, title, price, description, _read_schema(schema_path),
-                                     price_cpu_hour, price_disk_gb_month)
+    schema = _read_schema(schema_path)
+    if schema is None and not no_schema:
+        from .. import release_meta
+
+        try:
+            schema, found, where = release_meta.read(url)
+        except release_meta.MetaError as exc:
+            raise UsageError(f"{exc}; give --schema FILE or --no-schema") from None
+        if where:
+            click.echo(f"schema{' and description' if found else ''} from {where}", err=True)
+        description = description or found or ""
+    result = ctx.client.add_software(url, title, price, description, schema, price_cpu_hour,
+                                     price_disk_gb_month, version)
     if as_json:
         print_json(result)
     else:
@@ -76,7 +95,7 @@ def list_(ctx, as_json):
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, [("TITLE", "title"), ("PER MONTH", "price_per_month"),
+        print_table(rows, [("TITLE", "title"), ("VERSION", "version"), ("PER MONTH", "price_per_month"),
                            ("PER CPU-HOUR", "price_per_cpu_hour"), ("CURRENCY", "currency"),
                            ("URL", "url"), ("DESCRIPTION", "description")])
 
@@ -96,9 +115,11 @@ def show(ctx, software, as_json):
     if as_json:
         print_json(result)
         return
-    for key in ("title", "url", "description", "price_per_month", "price_per_cpu_hour",
+    for key in ("title", "version", "url", "description", "price_per_month", "price_per_cpu_hour",
                 "price_per_disk_gb_month", "currency"):
         click.echo(f"{key:16} {printable(result[key])}")
+    if len(result.get("versions") or []) > 1:
+        click.echo(f"{'versions':16} {printable(', '.join(result['versions']))}")
     click.echo(f"{'schema':16} {'yes' if result['has_schema'] else 'no'}")
     click.echo("supplied to:")
     print_table(result["supplies"], [("NODE", "node"), ("REQUESTED", "requested"),
