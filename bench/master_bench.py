@@ -9,8 +9,12 @@ load generator, so the client is not the bottleneck on this 2-core machine):
 * RSS of the master holding N idle long-polls (``wait=120``), and the latency
   of a health check while they are held.
 
-Targets (issue 2): >= 1,000 polls/s, >= 200 requests/s, 5,000 idle long-polls
-under 300 MB RSS. Prints a table; medians of ``--runs`` runs.
+* usage samples ingested per second (reports of 100 partitions, 1,000 partitions);
+* ``invoice show`` for a user with 1,000 instances and a year of hourly usage each
+  (an issued invoice, and the current month's draft), and a year of one instance's usage.
+
+Targets (issues 2 and 14): >= 1,000 polls/s, >= 200 requests/s, 5,000 idle long-polls
+under 300 MB RSS, invoice show < 200 ms. Prints a table; medians of ``--runs`` runs.
 
     .venv/bin/python bench/master_bench.py [--runs 3] [--db URL] [--long-polls 5000]
 """
@@ -150,6 +154,69 @@ def measure_usage(node, seconds, runs, partitions=1000, per_report=100, threads=
     return statistics.median(rates), bool(placed)
 
 
+def seed_billing(url, db_url, admin, instances, hours):
+    """A user with ``instances`` instances of a priced release, alive for a year, with
+    ``hours`` hours of hourly usage each (and the monthly rows invoices read); the last
+    month closed. Returns (user token, an issued invoice number, one instance title)."""
+    import datetime as dt
+
+    from sqlalchemy import create_engine, insert, select, update
+
+    from slapnode.master.models import InstancePeriod, Instance, UsageHourly, UsageMonthly, User
+
+    client = Client(url, admin)
+    client.add_software("http://bench.example/billed.cfg", "billed", "4.99", "billed", None, "0.01",
+                        "0.05")
+    token = client.add_user("billing")["token"]
+    user = Client(url, token)
+    for i in range(instances):
+        user.request_instance(title=f"worker-{i}", software="billed")
+    engine = create_engine(db_url)
+    now = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
+    start = now - dt.timedelta(hours=hours)
+    try:
+        with engine.begin() as conn:
+            owner = conn.scalar(select(User.id).where(User.name == "billing"))
+            ids = list(conn.scalars(select(Instance.id).where(Instance.owner_id == owner)))
+            conn.execute(update(InstancePeriod).where(InstancePeriod.instance_id.in_(ids))
+                         .values(started_at=min(start, now - dt.timedelta(days=62))))
+            months = sorted({(start + dt.timedelta(hours=h)).strftime("%Y-%m")
+                             for h in range(0, hours + 1, 24)} | {now.strftime("%Y-%m")})
+            conn.execute(insert(UsageMonthly), [
+                {"instance_id": i, "computer_id": None, "month": m, "cpu_seconds": 3600.0 * 24 * 30,
+                 "memory_mb_seconds": 0.0, "disk_mb_seconds": 2048.0 * 86400 * 30}
+                for i in ids for m in months])
+        batch = []
+        for i in ids:
+            for h in range(hours):
+                batch.append({"instance_id": i, "hour": start + dt.timedelta(hours=h),
+                              "computer_id": None, "samples": 60, "cpu_seconds": 3600.0,
+                              "memory_mb_sum": 3000.0, "memory_mb_peak": 60.0,
+                              "disk_mb_sum": 120000.0, "disk_mb_peak": 2048.0,
+                              "net_in_bytes": 1000, "net_out_bytes": 100})
+            if len(batch) >= 50000:
+                with engine.begin() as conn:
+                    conn.execute(insert(UsageHourly), batch)
+                batch = []
+        if batch:
+            with engine.begin() as conn:
+                conn.execute(insert(UsageHourly), batch)
+    finally:
+        engine.dispose()
+    last = (now.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    issued = client.close_invoices(last)["issued"]
+    return token, issued[0], "worker-0"
+
+
+def timed_calls(fn, runs):
+    took = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        took.append((time.perf_counter() - started) * 1000)
+    return statistics.median(took)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -157,6 +224,8 @@ def main():
     parser.add_argument("--db", help="SQLAlchemy URL of an EMPTY database (default: SQLite)")
     parser.add_argument("--long-polls", type=int, default=5000)
     parser.add_argument("--partitions", type=int, default=10000)
+    parser.add_argument("--billed-instances", type=int, default=1000)
+    parser.add_argument("--usage-hours", type=int, default=8760, help="hourly usage per instance")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -206,6 +275,26 @@ def main():
                      rate >= 1000 and stored,
                      "reports of 100 partitions each, 4 at a time; 1,000 partitions reporting "
                      "every 60 s need 17/s"))
+
+        print(f"seeding {args.billed_instances:,} instances with {args.usage_hours:,} hours of "
+              "usage each...", flush=True)
+        db_url = args.db or f"sqlite:///{data_dir}/master.db"
+        seeded = time.monotonic()
+        billing, number, title = seed_billing(url, db_url, admin, args.billed_instances,
+                                              args.usage_hours)
+        print(f"  seeded in {time.monotonic() - seeded:.0f} s", flush=True)
+        payer = Client(url, billing)
+        lines = len(payer.show_invoice(number)["lines"])
+        shown = timed_calls(lambda: payer.show_invoice(number), 10)
+        draft = timed_calls(lambda: payer.show_invoice("draft"), 10)
+        year = timed_calls(lambda: payer.instance_usage(title, since="2000-01-01T00:00:00+00:00"), 10)
+        points = len(payer.instance_usage(title, since="2000-01-01T00:00:00+00:00"))
+        rows.append(("invoice show, issued (ms)", f"{shown:.0f}", "< 200", shown < 200,
+                     f"{lines:,} lines, {args.billed_instances:,} instances"))
+        rows.append(("invoice show, current draft (ms)", f"{draft:.0f}", "< 200", draft < 200,
+                     "computed from periods and monthly usage"))
+        rows.append(("a year of one instance's hourly usage (ms)", f"{year:.0f}", "-", points > 0,
+                     f"{points:,} points"))
 
         print("measuring long-polls...", flush=True)
         time.sleep(1)       # let the requests wrk left in flight commit

@@ -11,7 +11,7 @@ again. On PostgreSQL the candidate row is also locked (``FOR UPDATE SKIP
 LOCKED``) so that concurrent requests take different partitions at once.
 """
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from .limits import MAX_INT
 from .models import Computer, ComputerFriend, GroupMember, NetworkComputer, Network, Partition, Supply
@@ -82,14 +82,22 @@ def filter_clauses(node_filter, requester_id=None):
     return [columns[key](value) for key, value in node_filter.items()]
 
 
-def scope_clause(requester_id):
-    """SQL: the computers that take a new instance of ``requester_id``."""
+def _scope_clause():
+    requester = bindparam("requester")
     friends = (select(ComputerFriend.computer_id)
                .join(GroupMember, GroupMember.group_id == ComputerFriend.group_id)
-               .where(GroupMember.user_id == requester_id))
+               .where(GroupMember.user_id == requester))
     return and_(Computer.allocation_scope != "closed",
-                or_(Computer.owner_id == requester_id, Computer.allocation_scope == "public",
+                or_(Computer.owner_id == requester, Computer.allocation_scope == "public",
                     and_(Computer.allocation_scope == "friends", Computer.id.in_(friends))))
+
+
+_SCOPE = _scope_clause()        # built once: allocation is the hot path
+
+
+def scope_clause(requester_id):
+    """SQL: the computers that take a new instance of ``requester_id``."""
+    return _SCOPE.params(requester=requester_id)
 
 
 def refusal(session, computer, requester_id):

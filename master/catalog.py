@@ -153,14 +153,14 @@ def add(session, url, title, description="", price="0", schema=None, price_cpu_h
 
 def lookup(session, ref, version=None):
     """The catalog entry whose URL is ``ref``, or the version of title ``ref`` (the
-    newest when ``version`` is None), or None."""
-    by_url = session.scalars(select(SoftwareRelease).where(SoftwareRelease.url == ref)).first()
+    newest when ``version`` is None), or None. One query."""
+    rows = session.scalars(select(SoftwareRelease).where(
+        or_(SoftwareRelease.url == ref, SoftwareRelease.title == ref))).all()
+    by_url = next((r for r in rows if r.url == ref), None)
     if by_url is not None and version in (None, by_url.version):
         return by_url
-    query = select(SoftwareRelease).where(SoftwareRelease.title == ref)
-    if version is not None:
-        return session.scalars(query.where(SoftwareRelease.version == version)).first()
-    return max(session.scalars(query), key=version_key, default=None)
+    titled = [r for r in rows if r.title == ref and version in (None, r.version)]
+    return max(titled, key=version_key, default=None)
 
 
 def require(session, ref, version=None):

@@ -225,16 +225,27 @@ def apply_report(session, computer, report):
     node = auth.NodePrincipal(computer.id, computer.name)
     for item in report.get("software", []):
         _software_report(session, computer, item)
-    partitions = {p.reference: p for p in session.scalars(
-        select(Partition).where(Partition.computer_id == computer.id))}
-    for item in report.get("instances", []):
-        partition = partitions.get(item["partition"])
-        if partition is None:
+    items = report.get("instances", [])
+    # one query for the partitions, one for the instances and one per usage table for the
+    # whole report; nothing is flushed until the end (a big node's report is a few
+    # statements, not thousands)
+    holders = dict(session.execute(select(Partition.reference, Partition.instance_id).where(
+        Partition.computer_id == computer.id,
+        Partition.reference.in_({i["partition"] for i in items}))).all()) if items else {}
+    for item in items:
+        if item["partition"] not in holders:
             raise NotFound(f"this computer has no partition {item['partition']!r}")
-        if partition.instance_id is None or partition.instance_id != item["instance_id"]:
-            continue        # stale: the partition changed hands since the node looked
-        instance = session.get(Instance, partition.instance_id)
-        _instance_report(session, instance, item, node)
+    with session.no_autoflush:
+        held = [i["instance_id"] for i in items if holders[i["partition"]] == i["instance_id"]]
+        loaded = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(held)))} \
+            if held else {}
+        ingest = usage.Ingest(session, [i["instance_id"] for i in items
+                                        if i.get("usage") is not None and i["instance_id"] in loaded])
+        for item in items:
+            instance = loaded.get(item["instance_id"])
+            if instance is None or holders[item["partition"]] != instance.id:
+                continue        # stale: the partition changed hands since the node looked
+            _instance_report(session, instance, item, node, ingest)
     for item in report.get("shared", []):
         instance = session.get(Instance, item["instance_id"])
         host = session.get(Instance, instance.host_instance_id) if instance and instance.host_instance_id else None
@@ -258,7 +269,7 @@ def _software_report(session, computer, item):
     row.updated_at = utcnow()
 
 
-def _instance_report(session, instance, item, node):
+def _instance_report(session, instance, item, node, ingest=None):
     status = item.get("status")
     if status == InstanceStatus.DESTROYED:
         if instance.requested_state == DESTROYED:
@@ -283,8 +294,8 @@ def _instance_report(session, instance, item, node):
         instance.connection = connection
     if item.get("promises") is not None:
         instance.promises = item["promises"]
-    if item.get("usage") is not None:
-        instance.usage = usage.ingest(session, instance, node.computer_id, item["usage"])
+    if item.get("usage") is not None and ingest is not None:
+        instance.usage = ingest.add(instance, node.computer_id, item["usage"])
     instance.updated_at = utcnow()
     touch_instance(session, instance.id)
 

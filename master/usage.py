@@ -62,45 +62,60 @@ def _gap(previous, now):
     return min(max((now - then).total_seconds(), 0.0), MAX_GAP)
 
 
-def ingest(session, instance, computer_id, reported, now=None):
-    """Record one report of ``instance``'s usage. Returns what to keep as the instance's
-    current usage (the report, and when the master received it)."""
-    now = now or utcnow()
-    grown = increments(instance.usage, reported)
-    gap = _gap(instance.usage, now)
-    memory, disk = _clean(reported.get("memory_mb")), _clean(reported.get("disk_mb"))
-    session.add(UsageSample(instance_id=instance.id, computer_id=computer_id, at=now,
-                            cpu_seconds=grown["cpu_seconds"], memory_mb=memory, disk_mb=disk,
-                            net_in_bytes=int(grown["net_in_bytes"]),
-                            net_out_bytes=int(grown["net_out_bytes"])))
-    hour = hour_of(now)
-    row = session.get(UsageHourly, (instance.id, hour))
-    if row is None:
-        row = UsageHourly(instance_id=instance.id, hour=hour, computer_id=computer_id, samples=0,
-                          cpu_seconds=0.0, memory_mb_sum=0.0, memory_mb_peak=0.0, disk_mb_sum=0.0,
-                          disk_mb_peak=0.0, net_in_bytes=0, net_out_bytes=0)
-        session.add(row)
-    row.computer_id = computer_id
-    row.samples += 1
-    row.cpu_seconds += grown["cpu_seconds"]
-    row.memory_mb_sum += memory
-    row.memory_mb_peak = max(row.memory_mb_peak, memory)
-    row.disk_mb_sum += disk
-    row.disk_mb_peak = max(row.disk_mb_peak, disk)
-    row.net_in_bytes += int(grown["net_in_bytes"])
-    row.net_out_bytes += int(grown["net_out_bytes"])
-    month = now.strftime("%Y-%m")
-    total = session.scalars(select(UsageMonthly).where(
-        UsageMonthly.instance_id == instance.id, UsageMonthly.computer_id == computer_id,
-        UsageMonthly.month == month)).first()
-    if total is None:
-        total = UsageMonthly(instance_id=instance.id, computer_id=computer_id, month=month,
-                             cpu_seconds=0.0, memory_mb_seconds=0.0, disk_mb_seconds=0.0)
-        session.add(total)
-    total.cpu_seconds += grown["cpu_seconds"]
-    total.memory_mb_seconds += memory * gap
-    total.disk_mb_seconds += disk * gap
-    return {**{k: v for k, v in reported.items()}, "received_at": iso(now)}
+class Ingest:
+    """The usage reports of one node report, recorded together: the hour's and the month's
+    rows of all its instances are read in one query each, then updated in memory."""
+
+    def __init__(self, session, instance_ids, now=None):
+        self.session = session
+        self.now = now or utcnow()
+        self.hour = hour_of(self.now)
+        self.month = self.now.strftime("%Y-%m")
+        self.hourly, self.monthly = {}, {}
+        if instance_ids:
+            self.hourly = {r.instance_id: r for r in session.scalars(select(UsageHourly).where(
+                UsageHourly.instance_id.in_(instance_ids), UsageHourly.hour == self.hour))}
+            self.monthly = {(r.instance_id, r.computer_id): r for r in session.scalars(
+                select(UsageMonthly).where(UsageMonthly.instance_id.in_(instance_ids),
+                                           UsageMonthly.month == self.month))}
+
+    def add(self, instance, computer_id, reported):
+        """Record one report of ``instance``'s usage. Returns what to keep as the
+        instance's current usage (the report, and when the master received it)."""
+        now = self.now
+        grown = increments(instance.usage, reported)
+        gap = _gap(instance.usage, now)
+        memory, disk = _clean(reported.get("memory_mb")), _clean(reported.get("disk_mb"))
+        self.session.add(UsageSample(instance_id=instance.id, computer_id=computer_id, at=now,
+                                     cpu_seconds=grown["cpu_seconds"], memory_mb=memory,
+                                     disk_mb=disk, net_in_bytes=int(grown["net_in_bytes"]),
+                                     net_out_bytes=int(grown["net_out_bytes"])))
+        row = self.hourly.get(instance.id)
+        if row is None:
+            row = self.hourly[instance.id] = UsageHourly(
+                instance_id=instance.id, hour=self.hour, computer_id=computer_id, samples=0,
+                cpu_seconds=0.0, memory_mb_sum=0.0, memory_mb_peak=0.0, disk_mb_sum=0.0,
+                disk_mb_peak=0.0, net_in_bytes=0, net_out_bytes=0)
+            self.session.add(row)
+        row.computer_id = computer_id
+        row.samples += 1
+        row.cpu_seconds += grown["cpu_seconds"]
+        row.memory_mb_sum += memory
+        row.memory_mb_peak = max(row.memory_mb_peak, memory)
+        row.disk_mb_sum += disk
+        row.disk_mb_peak = max(row.disk_mb_peak, disk)
+        row.net_in_bytes += int(grown["net_in_bytes"])
+        row.net_out_bytes += int(grown["net_out_bytes"])
+        total = self.monthly.get((instance.id, computer_id))
+        if total is None:
+            total = self.monthly[(instance.id, computer_id)] = UsageMonthly(
+                instance_id=instance.id, computer_id=computer_id, month=self.month,
+                cpu_seconds=0.0, memory_mb_seconds=0.0, disk_mb_seconds=0.0)
+            self.session.add(total)
+        total.cpu_seconds += grown["cpu_seconds"]
+        total.memory_mb_seconds += memory * gap
+        total.disk_mb_seconds += disk * gap
+        return {**reported, "received_at": iso(now)}
 
 
 def prune(session, now=None):
