@@ -92,12 +92,9 @@ def _scope_clause():
                     and_(Computer.allocation_scope == "friends", Computer.id.in_(friends))))
 
 
-_SCOPE = _scope_clause()        # built once: allocation is the hot path
-
-
-def scope_clause(requester_id):
-    """SQL: the computers that take a new instance of ``requester_id``."""
-    return _SCOPE.params(requester=requester_id)
+SCOPE = _scope_clause()
+"""SQL: the computers that take a new instance of the requester, whose id is given when
+the statement runs (``{"requester": id}``): built once, as allocation is the hot path."""
 
 
 def refusal(session, computer, requester_id):
@@ -128,7 +125,7 @@ def find_free_partition(session, sr_url, node_filter, computer_id=None, requeste
     base = (select(Partition.id)
             .join(Computer, Partition.computer_id == Computer.id)
             .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None),
-                   scope_clause(requester_id), *filter_clauses(node_filter, requester_id))
+                   SCOPE, *filter_clauses(node_filter, requester_id))
             .order_by(Partition.computer_id, Partition.id)
             .limit(1))
     if computer_id is not None:
@@ -140,7 +137,7 @@ def find_free_partition(session, sr_url, node_filter, computer_id=None, requeste
     for query in (supplied, base):
         if locking:
             query = query.with_for_update(of=Partition, skip_locked=True)
-        found = session.scalars(query).first()
+        found = session.scalars(query, {"requester": requester_id}).first()
         if found is not None:
             return found
     return None

@@ -7,7 +7,7 @@ secret: parameter and connection values, tokens and passwords are counted or
 named, not copied.
 """
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from .models import AuditEvent, iso, utcnow
 
@@ -24,9 +24,11 @@ def actor_of(principal):
 
 
 def record(session, principal, kind, subject_id, subject, action, **detail):
-    session.add(AuditEvent(at=utcnow(), actor=actor_of(principal), subject_kind=kind,
-                           subject_id=subject_id, subject=str(subject)[:256], action=action,
-                           detail=detail))
+    """One row, written at once with a plain INSERT (no unit of work: this is on the
+    request path)."""
+    session.execute(insert(AuditEvent).values(
+        at=utcnow(), actor=actor_of(principal), subject_kind=kind, subject_id=subject_id,
+        subject=str(subject)[:256], action=action, detail=detail))
 
 
 def history(session, kind, subject_id, limit=MAX_HISTORY):

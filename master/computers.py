@@ -326,8 +326,8 @@ def list_for(session, principal, name=None):
     if name is not None:
         query = query.where(Computer.name == name)
     if not principal.is_admin:
-        query = query.where((Computer.owner_id == principal.id) | allocation.scope_clause(principal.id))
-    rows = session.scalars(query).all()
+        query = query.where((Computer.owner_id == principal.id) | allocation.SCOPE)
+    rows = session.scalars(query, {"requester": principal.id}).all()
     ids = [c.id for c in rows]
     counts = dict(session.execute(select(Partition.computer_id, func.count(Partition.id))
                                   .where(Partition.computer_id.in_(ids))

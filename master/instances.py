@@ -9,7 +9,7 @@ fitting partition. Every function runs inside the caller's write transaction.
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
 
@@ -203,7 +203,8 @@ def check_request(session, title, software, software_type="default", parameters=
 
 
 def _open_period(session, instance, release_id, now):
-    session.add(InstancePeriod(instance_id=instance.id, release_id=release_id, started_at=now))
+    session.execute(insert(InstancePeriod).values(instance_id=instance.id, release_id=release_id,
+                                                  started_at=now))
 
 
 def _close_period(session, instance, now):
@@ -420,7 +421,7 @@ def history(session, user, title, owner=None):
     return audit.history(session, "instance", instance.id)
 
 
-def view(session, instance, naming=None):
+def view(session, instance, naming=None, owner=None):
     """What the instance's owner sees. Of a host owned by someone else, a shared
     instance shows only what the host published for it: not the host's title,
     node, partition or addresses. An instance's DNS name is in ``hostname`` and,
@@ -438,9 +439,11 @@ def view(session, instance, naming=None):
         if host is not None and host.owner_id != instance.owner_id:
             host, partition = None, None
     group = session.get(Group, instance.group_id) if instance.group_id else None
+    if owner is None:
+        owner = instance.owner.name if instance.owner else None
     return limits.finite({
         "title": instance.title,
-        "owner": instance.owner.name if instance.owner else None,
+        "owner": owner,
         "group": group.name if group is not None else None,
         "software": instance.sr_url,
         "type": instance.software_type,

@@ -30,7 +30,10 @@ def _month(month):
 
 def periods(session, start, end, user_id=None):
     """{user_id: [accounting.Period]} of the periods that overlap [start, end)."""
-    query = (select(InstancePeriod, Instance.owner_id, Instance.title, SoftwareRelease)
+    query = (select(InstancePeriod.instance_id, InstancePeriod.started_at, InstancePeriod.ended_at,
+                    Instance.owner_id, Instance.title, SoftwareRelease.title,
+                    SoftwareRelease.price_cents, SoftwareRelease.cpu_hour_micros,
+                    SoftwareRelease.disk_gb_month_micros)
              .join(Instance, Instance.id == InstancePeriod.instance_id)
              .outerjoin(SoftwareRelease, SoftwareRelease.id == InstancePeriod.release_id)
              .where(InstancePeriod.started_at < end,
@@ -38,12 +41,11 @@ def periods(session, start, end, user_id=None):
     if user_id is not None:
         query = query.where(Instance.owner_id == user_id)
     found = {}
-    for period, owner_id, title, release in session.execute(query):
+    for (instance_id, started, ended, owner_id, title, release, price, cpu,
+         disk) in session.execute(query):
         found.setdefault(owner_id, []).append(accounting.Period(
-            period.instance_id, title, release.title if release else "(removed release)",
-            release.price_cents if release else 0, release.cpu_hour_micros if release else 0,
-            release.disk_gb_month_micros if release else 0, _utc(period.started_at),
-            _utc(period.ended_at)))
+            instance_id, title, release if release is not None else "(removed release)",
+            price or 0, cpu or 0, disk or 0, _utc(started), _utc(ended)))
     return found
 
 
@@ -158,7 +160,7 @@ def credit_note(session, admin, number, reason):
         raise Conflict(f"{number} is a credit note; credit the invoice it references")
     if session.scalars(select(Invoice.id).where(Invoice.credits_id == invoice.id)).first():
         raise Conflict(f"invoice {number} was already credited")
-    lines = accounting.negated([_line_dict(line) for line in _lines(session, invoice.id)])
+    lines = accounting.negated(_lines(session, invoice.id))
     note = _store(session, "credit", invoice.user_id, invoice.month, invoice.currency, lines,
                   credits_id=invoice.id, note=reason.strip()[:1000])
     audit.record(session, admin, "invoice", invoice.id, number, "credited", by=note.number,
@@ -173,27 +175,36 @@ def _get(session, number):
     return invoice
 
 
+LINE_COLUMNS = ("instance_id", "title", "kind", "description", "period_start", "period_end",
+                "quantity", "unit", "unit_price", "amount_cents")
+
+
 def _lines(session, invoice_id):
-    return session.scalars(select(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id)
-                           .order_by(InvoiceLine.position)).all()
-
-
-def _line_dict(line):
-    return {"instance_id": line.instance_id, "title": line.title, "kind": line.kind,
-            "description": line.description, "period_start": _utc(line.period_start),
-            "period_end": _utc(line.period_end), "quantity": line.quantity, "unit": line.unit,
-            "unit_price": line.unit_price, "amount_cents": line.amount_cents}
+    """An issued invoice's lines as dicts (plain rows: an invoice may have thousands)."""
+    columns = [getattr(InvoiceLine, name) for name in LINE_COLUMNS]
+    return [dict(zip(LINE_COLUMNS, row)) for row in session.execute(
+        select(*columns).where(InvoiceLine.invoice_id == invoice_id).order_by(InvoiceLine.position))]
 
 
 def _view(number, kind, month, currency, lines, invoice, user_name, references=None):
+    stamps = {}         # most lines share their bounds: each moment is written once
+
+    def stamp(moment):
+        text = stamps.get(moment)
+        if text is None:
+            text = stamps[moment] = iso(moment)
+        return text
+    shown = []
+    for line in lines:
+        row = {k: v for k, v in line.items() if k != "amount_cents"}
+        row["period_start"], row["period_end"] = stamp(line["period_start"]), stamp(line["period_end"])
+        row["amount"] = accounting.money(line["amount_cents"])
+        shown.append(row)
     return {
         "number": number, "kind": kind, "month": month, "currency": currency, "user": user_name,
         "issued_at": iso(invoice.issued_at) if invoice is not None else None,
         "credits": references, "note": invoice.note if invoice is not None else "",
-        "lines": [{**{k: v for k, v in line.items() if k != "amount_cents"},
-                   "period_start": iso(line["period_start"]), "period_end": iso(line["period_end"]),
-                   "amount": accounting.money(line["amount_cents"])} for line in lines],
-        "total": accounting.money(accounting.total(lines)),
+        "lines": shown, "total": accounting.money(accounting.total(lines)),
     }
 
 
@@ -206,8 +217,7 @@ def show(session, principal, number):
         references = session.scalar(select(Invoice.number).where(Invoice.id == invoice.credits_id))
     owner = session.scalar(select(User.name).where(User.id == invoice.user_id))
     return _view(invoice.number, invoice.kind, invoice.month, invoice.currency,
-                 [_line_dict(line) for line in _lines(session, invoice.id)], invoice, owner,
-                 references)
+                 _lines(session, invoice.id), invoice, owner, references)
 
 
 def list_for(session, principal, user_name=None):

@@ -138,18 +138,23 @@ def instance_series(session, instance_id, resolution="hourly", since=None, until
     """Points of one instance between ``since`` and ``until`` (default: the last day)."""
     since, until = _window(since, until)
     if resolution == "raw":
-        rows = session.scalars(select(UsageSample).where(
+        rows = session.execute(select(
+            UsageSample.at, UsageSample.cpu_seconds, UsageSample.memory_mb, UsageSample.disk_mb,
+            UsageSample.net_in_bytes, UsageSample.net_out_bytes).where(
             UsageSample.instance_id == instance_id, UsageSample.at >= since, UsageSample.at < until)
             .order_by(UsageSample.at).limit(MAX_POINTS))
-        return [{"at": iso(r.at), "cpu_seconds": round(r.cpu_seconds, 3), "memory_mb": r.memory_mb,
-                 "disk_mb": r.disk_mb, "net_in_bytes": r.net_in_bytes,
-                 "net_out_bytes": r.net_out_bytes} for r in rows]
-    rows = session.scalars(select(UsageHourly).where(
+        return [{"at": iso(at), "cpu_seconds": round(cpu, 3), "memory_mb": memory,
+                 "disk_mb": disk, "net_in_bytes": net_in, "net_out_bytes": net_out}
+                for at, cpu, memory, disk, net_in, net_out in rows]
+    rows = session.execute(select(
+        UsageHourly.hour, UsageHourly.samples, UsageHourly.cpu_seconds, UsageHourly.memory_mb_sum,
+        UsageHourly.memory_mb_peak, UsageHourly.disk_mb_sum, UsageHourly.disk_mb_peak,
+        UsageHourly.net_in_bytes, UsageHourly.net_out_bytes).where(
         UsageHourly.instance_id == instance_id, UsageHourly.hour >= hour_of(since),
         UsageHourly.hour < until).order_by(UsageHourly.hour).limit(MAX_POINTS))
-    return [_hourly_point(r.hour, r.samples, r.cpu_seconds, r.memory_mb_sum / max(r.samples, 1),
-                          r.memory_mb_peak, r.disk_mb_sum / max(r.samples, 1), r.disk_mb_peak,
-                          r.net_in_bytes, r.net_out_bytes) for r in rows]
+    return [_hourly_point(hour, samples, cpu, memory / max(samples, 1), memory_peak,
+                          disk / max(samples, 1), disk_peak, net_in, net_out)
+            for hour, samples, cpu, memory, memory_peak, disk, disk_peak, net_in, net_out in rows]
 
 
 def _hourly_point(hour, samples, cpu, memory_avg, memory_peak, disk_avg, disk_peak, net_in, net_out):

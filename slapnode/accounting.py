@@ -55,7 +55,9 @@ def cents(amount):
 
 def money(total_cents):
     """Cents as text with two decimals: 1234 -> '12.34', -5 -> '-0.05'."""
-    return str((Decimal(total_cents) / 100).quantize(Decimal("0.01")))
+    sign = "-" if total_cents < 0 else ""
+    whole, part = divmod(abs(int(total_cents)), 100)
+    return f"{sign}{whole}.{part:02d}"
 
 
 def price_text(micros):

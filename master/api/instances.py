@@ -34,7 +34,8 @@ def request_instance(body: InstanceRequest, request: Request):
     def run(session):
         instance, changed = instances.request(session, user, *fields, checked=True, group=body.group,
                                               version=body.version)
-        return {**instances.view(session, instance, master_of(request).naming), "changed": changed}
+        return {**instances.view(session, instance, master.naming, owner=user.name),
+                "changed": changed}
     return SafeJSONResponse(master.write(run))
 
 
