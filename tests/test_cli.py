@@ -76,7 +76,7 @@ def test_user_add_prints_a_working_token_last(master):
 def test_non_admin_cannot_add_software(master):
     _, token = master.new_user()
     result = master.cli("software", "add", "http://x.example/a.cfg", "--title", unique_name("t"),
-                        token=token)
+                        token=token)            # (nothing is fetched for a non-admin)
     assert result.exit_code == 1
     assert "not an admin" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 

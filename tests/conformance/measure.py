@@ -142,6 +142,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=60, help="seconds zc.buildout gets per profile")
     ap.add_argument("--sample", type=int, default=0, help="every Nth profile only (0: all)")
     ap.add_argument("--only", nargs="*", default=(), help="these components only")
+    ap.add_argument("--progress", action="store_true", help="a line per profile as it is done")
     args = ap.parse_args()
     python = oracle_venv(args.venv)
     paths = sorted(Path(args.checkout).glob("component/*/buildout.cfg"))
@@ -153,6 +154,8 @@ def main():
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         for result in pool.map(lambda p: one(python, p, args.timeout), paths):
             results.append(result)
+            if args.progress:
+                print(f"{result[0].parent.name}: {result[1]}", flush=True)
     counts = collections.Counter(r[1] for r in results)
     took = sorted(r[4] for r in results if r[4])
     if took:
