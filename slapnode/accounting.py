@@ -6,7 +6,8 @@ is prorated to the second over the month's own length; metered lines count
 CPU-hours and GB-months of disk from the usage history; every amount is an exact
 decimal rounded once, per line, to the cent (half up), and a total is the sum of
 its lines. Floats never carry money. ``master/invoices.py`` stores what this
-computes; the CLI prints it.
+computes; the CLI prints it. The arithmetic is in integers (cents, millionths,
+milliseconds of CPU, MB-seconds of disk), which are exact; rounding is half up, once.
 """
 
 import csv
@@ -48,9 +49,16 @@ def previous_month(month):
     return month_of(start - dt.timedelta(days=1))
 
 
-def cents(amount):
-    """An exact amount (Decimal, in cents) rounded half up to a whole cent."""
-    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def half_up(numerator, denominator):
+    """numerator / denominator rounded half up, in integers (exact; both >= 0)."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def _micros_text(micros):
+    """A quantity in millionths as text with six decimals: 354839 -> '0.354839'."""
+    sign = "-" if micros < 0 else ""
+    whole, part = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{part:06d}"
 
 
 def money(total_cents):
@@ -98,36 +106,38 @@ def lines(periods, usage, month, until=None):
         seconds = int((last - first).total_seconds())
         if seconds < 0 or (seconds == 0 and until is None):
             continue                # not in the month (a draft shows a life that just began)
-        fraction = Decimal(seconds) / Decimal(month_seconds)
         out.append({
             "instance_id": period.instance_id, "title": period.title, "kind": "subscription",
             "description": f"{period.release}, {_stamp(first)} to {_stamp(last)} UTC "
                            f"({seconds} s of the month's {month_seconds} s)",
             "period_start": first, "period_end": last,
-            "quantity": str(fraction.quantize(Decimal("0.000001"))), "unit": "month",
+            "quantity": _micros_text(half_up(seconds * 1_000_000, month_seconds)), "unit": "month",
             "unit_price": money(period.price_cents),
-            "amount_cents": cents(Decimal(period.price_cents) * seconds / month_seconds),
+            "amount_cents": half_up(period.price_cents * seconds, month_seconds),
         })
         metered[period.instance_id] = period            # the latest period's prices
+    # metered lines in integers: CPU time to the millisecond, disk to the MB-second
     for instance_id, period in sorted(metered.items()):
         cpu_seconds, disk_mb_seconds = usage.get(instance_id, (0.0, 0.0))
-        if period.cpu_hour_micros and cpu_seconds > 0:
-            hours = Decimal(repr(float(cpu_seconds))) / 3600
+        cpu_ms = int(round(cpu_seconds * 1000))
+        if period.cpu_hour_micros and cpu_ms > 0:
             out.append({
                 "instance_id": instance_id, "title": period.title, "kind": "cpu",
                 "description": f"{period.release}: CPU time", "period_start": start,
-                "period_end": stop, "quantity": str(hours.quantize(Decimal("0.000001"))),
+                "period_end": stop, "quantity": _micros_text(half_up(cpu_ms * 1_000_000, 3_600_000)),
                 "unit": "cpu-hour", "unit_price": price_text(period.cpu_hour_micros),
-                "amount_cents": cents(hours * period.cpu_hour_micros / MICROS_PER_CENT),
+                "amount_cents": half_up(cpu_ms * period.cpu_hour_micros, 3_600_000 * MICROS_PER_CENT),
             })
-        if period.disk_gb_month_micros and disk_mb_seconds > 0:
-            gb_months = Decimal(repr(float(disk_mb_seconds))) / 1024 / month_seconds
+        mb_seconds = int(round(disk_mb_seconds))
+        if period.disk_gb_month_micros and mb_seconds > 0:
+            per_gb_month = 1024 * month_seconds
             out.append({
                 "instance_id": instance_id, "title": period.title, "kind": "disk",
                 "description": f"{period.release}: disk", "period_start": start,
-                "period_end": stop, "quantity": str(gb_months.quantize(Decimal("0.000001"))),
+                "period_end": stop, "quantity": _micros_text(half_up(mb_seconds * 1_000_000, per_gb_month)),
                 "unit": "GB-month", "unit_price": price_text(period.disk_gb_month_micros),
-                "amount_cents": cents(gb_months * period.disk_gb_month_micros / MICROS_PER_CENT),
+                "amount_cents": half_up(mb_seconds * period.disk_gb_month_micros,
+                                        per_gb_month * MICROS_PER_CENT),
             })
     return out
 

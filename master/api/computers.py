@@ -9,7 +9,7 @@ from .. import computers, credit, usage, users
 from ..errors import Forbidden
 from ..models import Computer
 from .bodies import ComputerChange, EnrollmentTokenCreate
-from .deps import master_of, StrictRoute, user_in, writer_in
+from .deps import master_of, SafeJSONResponse, StrictRoute, user_in, writer_in
 
 router = APIRouter(tags=["computers"], route_class=StrictRoute)
 
@@ -41,7 +41,8 @@ def computer_usage(name: str, request: Request, since: datetime | None = None,
         computer = computers.get_by_name(session, name)
         if computer.owner_id != principal.id and not principal.is_admin:
             raise Forbidden(f"computer {name!r} is not yours; its owner sees its usage")
-        return usage.computer_series(session, computer.id, users.aware(since), users.aware(until))
+        return SafeJSONResponse(usage.computer_series(session, computer.id, users.aware(since),
+                                                      users.aware(until)))
 
 
 @router.get("/credit")

@@ -43,7 +43,8 @@ def request_instance(body: InstanceRequest, request: Request):
 def list_instances(request: Request):
     with master_of(request).read() as session:
         user = user_in(session, request)
-        return [instances.view(session, i, master_of(request).naming) for i in instances.list_for(session, user)]
+        return SafeJSONResponse([instances.view(session, i, master_of(request).naming)
+                                 for i in instances.list_for(session, user)])
 
 
 def _show(request, title, owner):
@@ -67,7 +68,8 @@ def instance_usage(request: Request, title: str, owner: str | None = Query(None,
     """The instance's usage over time: hourly aggregates (13 months) or raw samples (48 h)."""
     with master_of(request).read() as session:
         instance = instances.get(session, user_in(session, request), title, owner)
-        return usage.instance_series(session, instance.id, resolution, aware(since), aware(until))
+        return SafeJSONResponse(usage.instance_series(session, instance.id, resolution, aware(since),
+                                                      aware(until)))
 
 
 @router.get("/instances/{title:path}")

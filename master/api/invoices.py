@@ -7,7 +7,7 @@ from slapnode import accounting
 
 from .. import auth, invoices, users
 from .bodies import CreditNote, InvoiceClose
-from .deps import admin_in, master_of, StrictRoute, user_in
+from .deps import admin_in, master_of, SafeJSONResponse, StrictRoute, user_in
 
 router = APIRouter(tags=["invoices"], route_class=StrictRoute)
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -31,15 +31,18 @@ def list_invoices(request: Request, user: str | None = Query(None, max_length=64
         current = invoices.draft(session, subject)
         listed = invoices.list_for(session, principal, subject.name if user or not principal.is_admin
                                    else None)
-        return [{"number": "draft", "kind": "draft", "user": subject.name, "month": current["month"],
-                 "currency": current["currency"], "total": current["total"], "issued_at": None,
-                 "credits": None}] + listed
+        return SafeJSONResponse([{"number": "draft", "kind": "draft", "user": subject.name,
+                                  "month": current["month"], "currency": current["currency"],
+                                  "total": current["total"], "issued_at": None, "credits": None}]
+                                + listed)
 
 
 def _answer(view, format):
+    """JSON written at once (an invoice may have thousands of lines: FastAPI's generic
+    encoder would walk each of them again), or CSV."""
     if format == "csv":
         return PlainTextResponse(accounting.to_csv(view), media_type="text/csv; charset=utf-8")
-    return view
+    return SafeJSONResponse(view)
 
 
 @router.get("/invoices/draft")
