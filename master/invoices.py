@@ -10,6 +10,7 @@ is never changed: a correction is a credit note that references it.
 import datetime as dt
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import aliased
 
 from slapnode import accounting
 
@@ -222,15 +223,17 @@ def show(session, principal, number):
 
 def list_for(session, principal, user_name=None):
     """Issued invoices and credit notes (the caller's; an admin's choice of user or all)."""
-    query = select(Invoice, User.name).join(User, User.id == Invoice.user_id).order_by(Invoice.id)
+    credited = aliased(Invoice)
+    query = (select(Invoice, User.name, credited.number)
+             .join(User, User.id == Invoice.user_id)
+             .outerjoin(credited, credited.id == Invoice.credits_id).order_by(Invoice.id))
     if user_name is not None:
         if not principal.is_admin and user_name != principal.name:
             raise Forbidden("you see your own invoices only")
         query = query.where(User.name == user_name)
     elif not principal.is_admin:
         query = query.where(Invoice.user_id == principal.id)
-    numbers = dict(session.execute(select(Invoice.id, Invoice.number)).all())
     return [{"number": i.number, "kind": i.kind, "user": name, "month": i.month,
              "currency": i.currency, "total": accounting.money(i.total_cents),
-             "issued_at": iso(i.issued_at), "credits": numbers.get(i.credits_id)}
-            for i, name in session.execute(query)]
+             "issued_at": iso(i.issued_at), "credits": credits}
+            for i, name, credits in session.execute(query)]

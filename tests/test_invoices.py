@@ -98,6 +98,8 @@ def test_closing_months_issues_numbered_immutable_invoices_split_at_the_boundary
     assert note["kind"] == "credit" and note["number"].startswith("CN-")
     assert note["credits"] == jan["number"] and note["total"] == "-11.02"
     assert "already credited" in expect_error(409, admin.credit_invoice, jan["number"], "again")
+    listed = {row["number"]: row for row in alice.list_invoices()}
+    assert listed[note["number"]]["credits"] == jan["number"] and listed[note["number"]]["kind"] == "credit"
     assert alice.show_invoice(jan["number"])["total"] == "11.02"
     # only its owner and admins see an invoice; only admins close and credit
     _, other = master.new_user()
