@@ -38,36 +38,31 @@ def version_key(release):
         return (0, release.id)
 
 
-def parse_price(text):
-    """'4.99' -> 499 cents. Refuses negatives and more than two decimals."""
+def _amount(text, what, decimals, largest, example):
+    """A non-negative decimal with at most ``decimals`` places, as an integer count of
+    10**-decimals units (exact), at most ``largest`` of them."""
     try:
         value = Decimal(str(text))
     except InvalidOperation:
-        raise BadRequest(f"price {text!r} is not a number; give euros per month, e.g. 4.99") from None
+        raise BadRequest(f"{what} {text!r} is not a number, e.g. {example}") from None
     if not value.is_finite() or value < 0:
-        raise BadRequest(f"price {text!r} must be zero or more")
-    cents = value * 100
-    if cents != cents.to_integral_value():
-        raise BadRequest(f"price {text!r} has more than two decimals")
-    if cents > 10**9:
-        raise BadRequest(f"price {text!r} is too large")
-    return int(cents)
+        raise BadRequest(f"{what} {text!r} must be zero or more")
+    units = value.scaleb(decimals)
+    if units != units.to_integral_value():
+        raise BadRequest(f"{what} {text!r} has more than {decimals} decimals")
+    if units > largest:
+        raise BadRequest(f"{what} {text!r} is too large")
+    return int(units)
+
+
+def parse_price(text):
+    """'4.99' -> 499 cents. Refuses negatives and more than two decimals."""
+    return _amount(text, "price", 2, 10**9, "4.99 a month")
 
 
 def parse_metered(text, what):
     """'0.015' (currency per unit) -> 15000 millionths. Six decimals at most."""
-    try:
-        value = Decimal(str(text))
-    except InvalidOperation:
-        raise BadRequest(f"{what} {text!r} is not a number, e.g. 0.02") from None
-    if not value.is_finite() or value < 0:
-        raise BadRequest(f"{what} {text!r} must be zero or more")
-    micros = value * 1_000_000
-    if micros != micros.to_integral_value():
-        raise BadRequest(f"{what} {text!r} has more than six decimals")
-    if micros > 10**15:
-        raise BadRequest(f"{what} {text!r} is too large")
-    return int(micros)
+    return _amount(text, what, 6, 10**15, "0.02")
 
 
 def _walk(node, path="#"):

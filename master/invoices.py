@@ -16,8 +16,8 @@ from slapnode import accounting
 
 from . import audit, settings
 from .errors import BadRequest, Conflict, Forbidden, NotFound
-from .models import (Instance, InstancePeriod, Invoice, InvoiceLine, Sequence, SoftwareRelease,
-                     UsageMonthly, User, iso, utcnow)
+from .models import (Instance, InstancePeriod, Invoice, InvoiceLine, Sequence, Setting,
+                     SoftwareRelease, UsageMonthly, User, iso, utcnow)
 
 PREFIX = {"invoice": "INV", "credit": "CN"}
 
@@ -133,8 +133,6 @@ def close(session, month, now=None, by=None):
 
 
 def _set_closed(session, month):
-    from .models import Setting
-
     row = session.get(Setting, "invoices_closed_through")
     if row is None:
         session.add(Setting(key="invoices_closed_through", value=month))
