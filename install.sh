@@ -38,15 +38,22 @@ echo "== pip install slapnode (and its dependencies) into .venv"
 # Every partition-side process (deployments, supervisord, build workers) is a new
 # interpreter: byte-compile slapnode once rather than in each of them.
 compile() { .venv/bin/python -m compileall -q slapnode master >/dev/null; }
+# The browser assets the master serves itself (Swagger UI for /api/v1/docs; with --dev also
+# axe-core, which the browser tests inject), from the npm registry at the versions and
+# SHA-512 package-lock.json pins (master/web/assets.py; `npm ci` would do the same).
+web_assets() { .venv/bin/python -m slapnode.master.web.assets "$@"; }
 case "$mode" in
   demo)
     .venv/bin/pip install -q -e .
     compile
+    web_assets
     exec bash .ci/demo
     ;;
   test)
-    # Tests: PostgreSQL (the suite runs against SQLite and PostgreSQL), sudo-less root tools.
-    apt_install postgresql postgresql-client bind9-dnsutils
+    # Tests: PostgreSQL (the suite runs against SQLite and PostgreSQL), sudo-less root tools,
+    # and Debian's chromium with a font for the browser tests (Playwright drives it; its own
+    # browser downloads are neither needed nor possible here).
+    apt_install postgresql postgresql-client bind9-dnsutils chromium fonts-dejavu-core
     # The deb recipe's tests fetch a real Debian package: apt's lists must exist.
     if [ -z "$(ls /var/lib/apt/lists/*_Packages* 2>/dev/null | head -1)" ]; then
       echo "== apt-get update (the deb recipe tests need apt's package lists)"
@@ -54,6 +61,7 @@ case "$mode" in
     fi
     .venv/bin/pip install -q -e '.[test]'
     compile
+    web_assets --dev
     exec bash .ci/test
     ;;
   *)

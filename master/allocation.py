@@ -156,3 +156,14 @@ def release(session, instance_id):
     """Free whatever partition holds the instance."""
     session.execute(update(Partition).where(Partition.instance_id == instance_id)
                     .values(instance_id=None).execution_options(synchronize_session=False))
+
+
+def count_free(session, node_filter, requester_id, limit=10000):
+    """How many free partitions of enrolled computers would take an instance of
+    ``requester_id`` with this filter (the web's "there is space"), counted up to ``limit``."""
+    from sqlalchemy import func
+
+    inner = (select(Partition.id).join(Computer, Partition.computer_id == Computer.id)
+             .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None), SCOPE,
+                    *filter_clauses(node_filter, requester_id)).limit(limit).subquery())
+    return session.scalar(select(func.count()).select_from(inner), {"requester": requester_id})

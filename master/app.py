@@ -26,6 +26,8 @@ from .api import cache, catalog, computers, groups, instances, invoices as invoi
 from .api.deps import SafeJSONResponse
 from .errors import ApiError
 from .users import NodeCredentials, UserTokens
+from . import web
+from .web import render as web_render
 
 log = logging.getLogger("slapnode.master")
 API = "/api/v1"
@@ -118,15 +120,22 @@ def create_app(master):
         master.dispose()
 
     app = FastAPI(title="slapnode master", version=__version__, lifespan=lifespan,
-                  openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,
+                  openapi_url=f"{API}/openapi.json", docs_url=None, redoc_url=None,
                   default_response_class=SafeJSONResponse)
     app.state.master = master
     app.state.nodes = NodeCredentials()
     app.state.user_tokens = UserTokens()
 
+    @app.exception_handler(web_render.SignInNeeded)
+    async def sign_in_needed(request: Request, _exc):
+        return web_render.login_redirect(request)
+
     @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    async def api_error(request: Request, exc: ApiError):
+        if web_render.is_page(request):
+            return await asyncio.to_thread(web_render.error_page, request, exc.status, exc.message)
+        body = {"detail": exc.message, **({"fields": exc.fields} if exc.fields else {})}
+        return JSONResponse(body, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
@@ -138,7 +147,10 @@ def create_app(master):
                             status_code=409)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if web_render.is_page(request):
+            message = "no such page" if exc.status_code == 404 else str(exc.detail)
+            return await asyncio.to_thread(web_render.error_page, request, exc.status_code, message)
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
@@ -146,11 +158,6 @@ def create_app(master):
         log.exception("internal error")
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); "
                                        "the master's log has the details"}, status_code=500)
-
-    @app.get("/", include_in_schema=False)
-    def root():
-        return {"name": "slapnode master", "version": __version__, "api": API,
-                "openapi": f"{API}/openapi.json"}
 
     @app.get(f"{API}/health", tags=["health"])
     def health():
@@ -162,5 +169,6 @@ def create_app(master):
     if master.releases_dir and Path(master.releases_dir).is_dir():
         app.mount("/software-releases", StaticFiles(directory=master.releases_dir),
                   name="software-releases")
+    web.install(app, API)
     app.add_middleware(BodyLimit)
     return app

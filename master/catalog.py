@@ -15,9 +15,9 @@ import regex
 import referencing
 from sqlalchemy import or_, select
 
-from . import limits
+from . import audit, limits, settings
 from .errors import BadRequest, Conflict, Invalid, NotFound
-from .models import SoftwareRelease
+from .models import Computer, SoftwareRelease, Supply
 
 PATTERN_TIMEOUT = 0.05          # seconds one pattern may take on one value
 VALIDATION_BUDGET = 1.0         # seconds all of a request's patterns may take together
@@ -144,6 +144,27 @@ def add(session, url, title, description="", price="0", schema=None, price_cpu_h
     session.add(release)
     session.flush()
     return release
+
+
+def add_by(session, admin, url, title, description="", price="0", schema=None, price_cpu_hour="0",
+           price_disk_gb_month="0", version=""):
+    """An admin adds a release: added, audited, and shown as the catalog shows it."""
+    release = add(session, url, title, description, price, schema, price_cpu_hour,
+                  price_disk_gb_month, version)
+    shown = view(release, currency=settings.currency(session))
+    audit.record(session, admin, "release", release.id, release.title, "added", url=release.url,
+                 version=release.version, price=shown["price_per_month"],
+                 cpu_hour=shown["price_per_cpu_hour"], disk_gb_month=shown["price_per_disk_gb_month"])
+    return shown
+
+
+def supplies_of(session, url):
+    """Which nodes were asked to have the release, and how far they are."""
+    rows = session.execute(select(Computer.name, Supply.requested, Supply.status, Supply.log_tail)
+                           .join(Computer, Supply.computer_id == Computer.id)
+                           .where(Supply.url == url).order_by(Computer.name)).all()
+    return [{"node": r.name, "requested": r.requested, "status": r.status, "log_tail": r.log_tail}
+            for r in rows]
 
 
 def lookup(session, ref, version=None):
@@ -303,13 +324,24 @@ def validate_parameters(release, params):
                       "master does not fetch; ask the admin to fix the schema") from None
     if not errors:
         return
-    parts = []
+    parts, fields = [], {}
     for error in errors[:10]:
+        shown = repr(error.instance)
+        if len(shown) > 60 and shown in error.message:     # never echo a long value back
+            error.message = error.message.replace(
+                shown, f"the value ({len(str(error.instance))} characters)")
         field = "/".join(str(p) for p in error.path)
-        if error.validator == "additionalProperties":
+        if error.validator in ("additionalProperties", "required"):
             parts.append(error.message)
-        elif error.validator == "required":
-            parts.append(error.message)
+            names = (set(error.instance) - set(schema.get("properties") or {})
+                     if error.validator == "additionalProperties" and isinstance(error.instance, dict)
+                     else set(error.validator_value or ()) - set(error.instance or ())
+                     if error.validator == "required" and isinstance(error.instance, dict) else ())
+            for name in sorted(names):
+                fields.setdefault(str(name), "not a parameter of this release"
+                                  if error.validator == "additionalProperties" else "required")
         else:
             parts.append(f"{field or '(parameters)'}: {error.message}")
-    raise Invalid(f"parameters refused by {release.title!r}: " + "; ".join(parts))
+            if error.path:
+                fields.setdefault(str(error.path[0]), error.message)
+    raise Invalid(f"parameters refused by {release.title!r}: " + "; ".join(parts), fields=fields)

@@ -106,6 +106,14 @@ def get_by_name(session, name):
     return computer
 
 
+def owned(session, principal, name):
+    """Computer ``name`` if the caller owns it (or is an admin): its usage is theirs to see."""
+    computer = get_by_name(session, name)
+    if computer.owner_id != principal.id and not principal.is_admin:
+        raise Forbidden(f"computer {name!r} is not yours; its owner sees its usage")
+    return computer
+
+
 def report_partitions(session, computer, reported):
     """Make the master's partitions of ``computer`` what the node reported.
 

@@ -20,6 +20,9 @@ from .notify import RevisionBoard
 RETRIES = 8
 
 
+ANY_INSTANCE = "instances"      # bumped whenever any instance changes (the web's live lists)
+
+
 def computer_key(computer_id):
     return ("computer", computer_id)
 
@@ -79,6 +82,8 @@ class Master:
                 callback()
         for iid in instances:
             self.board.bump(instance_key(iid))
+        if instances:
+            self.board.bump(ANY_INSTANCE)
         return result
 
     @staticmethod

@@ -8,9 +8,10 @@ do about it. The status code says whose fault it is (4xx: the caller's).
 class ApiError(Exception):
     status = 400
 
-    def __init__(self, message, status=None):
+    def __init__(self, message, status=None, fields=None):
         super().__init__(message)
         self.message = message
+        self.fields = fields or {}      # {parameter: what is wrong with it}, when known
         if status is not None:
             self.status = status
 

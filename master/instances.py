@@ -10,6 +10,7 @@ fitting partition. Every function runs inside the caller's write transaction.
 import re
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm import aliased
 
 from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
 
@@ -409,11 +410,40 @@ def get(session, user, title, owner=None):
     return instance
 
 
+def _visible(user):
+    return (Instance.owner_id == user.id) | Instance.group_id.in_(groups.member_group_ids(user.id))
+
+
 def list_for(session, user):
     """The user's instances, then those of their groups' members in those groups."""
-    return session.scalars(select(Instance).where(
-        (Instance.owner_id == user.id) | Instance.group_id.in_(groups.member_group_ids(user.id)))
-        .order_by(Instance.owner_id != user.id, Instance.id)).all()
+    return session.scalars(select(Instance).where(_visible(user))
+                           .order_by(Instance.owner_id != user.id, Instance.id)).all()
+
+
+def summaries(session, user):
+    """One line per instance of ``list_for``, in one query: title, owner, software,
+    state, status, reason and where it runs (a shared instance: its host's node, when
+    the host is its owner's, as ``view`` shows it)."""
+    host, host_partition, host_computer = aliased(Instance), aliased(Partition), aliased(Computer)
+    rows = session.execute(
+        select(Instance.title, User.name, Instance.sr_url, Instance.requested_state,
+               Instance.status, Instance.status_reason, Computer.name, Partition.reference,
+               host.owner_id, Instance.owner_id, host_computer.name, host_partition.reference)
+        .join(User, User.id == Instance.owner_id)
+        .outerjoin(Partition, Partition.instance_id == Instance.id)
+        .outerjoin(Computer, Computer.id == Partition.computer_id)
+        .outerjoin(host, host.id == Instance.host_instance_id)
+        .outerjoin(host_partition, host_partition.instance_id == host.id)
+        .outerjoin(host_computer, host_computer.id == host_partition.computer_id)
+        .where(_visible(user)).order_by(Instance.owner_id != user.id, Instance.id))
+    result = []
+    for (title, owner, url, state, status, reason, node, partition, host_owner, owner_id,
+         host_node, host_part) in rows:
+        if host_owner is not None:
+            node, partition = (host_node, host_part) if host_owner == owner_id else (None, None)
+        result.append({"title": title, "owner": owner, "software": url, "state": state,
+                       "status": status, "reason": reason, "node": node, "partition": partition})
+    return result
 
 
 def history(session, user, title, owner=None):

@@ -68,7 +68,7 @@ def monthly_usage(session, instance_ids, month):
     return {row[0]: (float(row[1] or 0), float(row[2] or 0)) for row in rows}
 
 
-def draft(session, user, month=None, now=None):
+def draft(session, user, month=None, now=None, raw=False):
     """What ``user`` owes for ``month`` so far (the current month by default)."""
     now = now or utcnow()
     month = month or accounting.month_of(now)
@@ -76,7 +76,7 @@ def draft(session, user, month=None, now=None):
     mine = periods(session, start, end, user.id).get(user.id, [])
     usage = monthly_usage(session, sorted({p.instance_id for p in mine}), month)
     lines = accounting.lines(mine, usage, month, until=now)
-    return _view(None, "draft", month, settings.currency(session), lines, None, user.name)
+    return _view(None, "draft", month, settings.currency(session), lines, None, user.name, raw=raw)
 
 
 def _next_number(session, kind):
@@ -185,7 +185,10 @@ def _lines(session, invoice_id):
         select(*columns).where(InvoiceLine.invoice_id == invoice_id).order_by(InvoiceLine.position))]
 
 
-def _view(number, kind, month, currency, lines, invoice, user_name, references=None):
+def _view(number, kind, month, currency, lines, invoice, user_name, references=None, raw=False):
+    """The invoice as shown: each line's moments as ISO text and its amount as money;
+    ``raw``: the lines as computed (moments, ``amount_cents``), for a caller that formats
+    them itself (the web's invoice page, thousands of lines)."""
     stamps = {}         # most lines share their bounds: each moment is written once
 
     def stamp(moment):
@@ -193,8 +196,8 @@ def _view(number, kind, month, currency, lines, invoice, user_name, references=N
         if text is None:
             text = stamps[moment] = iso(moment)
         return text
-    shown = []
-    for line in lines:
+    shown = [] if not raw else lines
+    for line in lines if not raw else ():
         row = {k: v for k, v in line.items() if k != "amount_cents"}
         row["period_start"], row["period_end"] = stamp(line["period_start"]), stamp(line["period_end"])
         row["amount"] = accounting.money(line["amount_cents"])
@@ -207,16 +210,16 @@ def _view(number, kind, month, currency, lines, invoice, user_name, references=N
     }
 
 
-def show(session, principal, number):
+def show(session, principal, number, raw=False):
     invoice = _get(session, number)
-    if invoice.user_id != principal.id and not principal.is_admin:
-        raise Forbidden(f"invoice {number} is not yours")
+    if invoice.user_id != principal.id and not principal.is_admin:    # as if it did not exist
+        raise NotFound(f"no invoice {number!r}; see `slapnode invoice list`")
     references = None
     if invoice.credits_id is not None:
         references = session.scalar(select(Invoice.number).where(Invoice.id == invoice.credits_id))
     owner = session.scalar(select(User.name).where(User.id == invoice.user_id))
     return _view(invoice.number, invoice.kind, invoice.month, invoice.currency,
-                 _lines(session, invoice.id), invoice, owner, references)
+                 _lines(session, invoice.id), invoice, owner, references, raw)
 
 
 def list_for(session, principal, user_name=None):

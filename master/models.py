@@ -429,3 +429,31 @@ class InvoiceLine(Base):
     unit: Mapped[str] = mapped_column(String(16))
     unit_price: Mapped[str] = mapped_column(String(40))         # a decimal, as text
     amount_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebSession(Base):
+    """A signed-in browser (My Space). The cookie holds a random secret; only its
+    SHA-256 is stored. A session opened with a token dies with that token."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"),
+                                                 nullable=True, index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Invite(Base):
+    """A one-time link with which a user sets their password (``slapnode user invite``)."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -12,6 +12,7 @@ milliseconds of CPU, MB-seconds of disk), which are exact; rounding is half up, 
 
 import csv
 import datetime as dt
+import functools
 import io
 import re
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ def money(total_cents):
     return f"{sign}{whole}.{part:02d}"
 
 
+@functools.lru_cache(maxsize=1024)
 def price_text(micros):
     """A metered price in millionths as text: 10000 -> '0.01'."""
     return str((Decimal(micros) / 1_000_000).normalize()) if micros else "0"
@@ -86,6 +88,7 @@ class Period:
     end: dt.datetime | None
 
 
+@functools.lru_cache(maxsize=4096)      # most lines share their bounds
 def _stamp(moment):
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 

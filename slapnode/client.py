@@ -124,6 +124,9 @@ class Client:
     def change_user(self, name, **changes):
         return self.call("PATCH", f"/users/{quote(name, safe='')}", json=changes)
 
+    def invite_user(self, name):
+        return self.call("POST", f"/users/{quote(name, safe='')}/invite")
+
     def set_password(self, name, password):
         return self.call("PUT", f"/users/{quote(name, safe='')}/password", json={"password": password})
 

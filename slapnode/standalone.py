@@ -148,6 +148,7 @@ def prepare(data_dir, listen, partitions, isolation, say, names=None):
         say(f"  export SLAPNODE_MASTER={url}")
         say(f"  export SLAPNODE_TOKEN={user_token}")
         say("  slapnode instance request my-hello hello --parameter name=Ada --wait 60")
+        say(f"or in a browser: {url}/ (My Space; sign in with that token)")
         return process, config, node
     except (SlapnodeError, MasterError):
         process.terminate()

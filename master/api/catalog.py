@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
-from .. import audit, catalog, computers, settings
-from ..models import Computer, SoftwareRelease, Supply
+from .. import catalog, computers, settings
+from ..models import SoftwareRelease
 from .bodies import SoftwareCreate, SupplyRequest
 from .deps import admin_in, master_of, StrictRoute, user_in
 
@@ -24,15 +24,9 @@ def list_software(request: Request):
 def add_software(body: SoftwareCreate, request: Request):
     def run(session):
         admin = admin_in(session, request)
-        release = catalog.add(session, body.url, body.title, body.description, body.price,
+        return catalog.add_by(session, admin, body.url, body.title, body.description, body.price,
                               body.schema_, body.price_cpu_hour, body.price_disk_gb_month,
                               body.version)
-        shown = catalog.view(release, currency=settings.currency(session))
-        audit.record(session, admin, "release", release.id, release.title, "added", url=release.url,
-                     version=release.version,
-                     price=shown["price_per_month"], cpu_hour=shown["price_per_cpu_hour"],
-                     disk_gb_month=shown["price_per_disk_gb_month"])
-        return shown
     return master_of(request).write(run)
 
 
@@ -42,11 +36,7 @@ def show_software(request: Request, ref: str = Query(min_length=1, max_length=10
     with master_of(request).read() as session:
         user_in(session, request)
         release = catalog.require(session, ref, version)
-        rows = session.execute(select(Computer.name, Supply.requested, Supply.status, Supply.log_tail)
-                               .join(Computer, Supply.computer_id == Computer.id)
-                               .where(Supply.url == release.url).order_by(Computer.name)).all()
-        supplies = [{"node": r.name, "requested": r.requested, "status": r.status,
-                     "log_tail": r.log_tail} for r in rows]
+        supplies = catalog.supplies_of(session, release.url)
         return {**catalog.view(release, supplies, settings.currency(session)),
                 "versions": catalog.versions(session, release.title)}
 

@@ -38,9 +38,7 @@ def computer_usage(name: str, request: Request, since: datetime | None = None,
     """Hourly usage of everything the computer's partitions ran (its owner, or an admin)."""
     with master_of(request).read() as session:
         principal = user_in(session, request)
-        computer = computers.get_by_name(session, name)
-        if computer.owner_id != principal.id and not principal.is_admin:
-            raise Forbidden(f"computer {name!r} is not yours; its owner sees its usage")
+        computer = computers.owned(session, principal, name)
         return SafeJSONResponse(usage.computer_series(session, computer.id, users.aware(since),
                                                       users.aware(until)))
 

@@ -3,6 +3,8 @@
 from fastapi import APIRouter, Request
 
 from .. import users
+from ..models import iso
+from ..web import sessions as web_sessions
 from .bodies import PasswordSet, TokenCreate, UserChange, UserCreate
 from .deps import admin_in, master_of, StrictRoute, user_in, writer_in
 
@@ -55,6 +57,15 @@ def set_password(name: str, body: PasswordSet, request: Request):
             users.require_admin(principal)
         users.set_password(session, principal, name, body.password)
     master_of(request).write(run)
+
+
+@router.post("/users/{name}/invite", status_code=201)
+def invite_user(name: str, request: Request):
+    """A one-time link (``path`` on this master) with which the user sets their password."""
+    def run(session):
+        secret, expires = web_sessions.invite(session, admin_in(session, request), name)
+        return {"name": name, "path": f"/invite/{secret}", "expires_at": iso(expires)}
+    return master_of(request).write(run)
 
 
 @router.get("/tokens")

@@ -94,6 +94,29 @@ def password(ctx, user, from_stdin):
     click.echo(f"password of {user} set")
 
 
+@group.command("invite")
+@click.argument("name")
+@json_option
+@pass_context
+def invite(ctx, name, as_json):
+    """Print a one-time link with which user NAME sets their password (admins only).
+
+    The link works once, for 7 days; a new one replaces it. Send it to them
+    yourself: whoever holds it can set the password.
+
+    \b
+    Example:
+      slapnode user invite ada
+    """
+    result = ctx.client.invite_user(name)
+    result["url"] = ctx.client.master.rstrip("/") + result["path"]
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"one-time link for {name}, valid until {result['expires_at']} (shown once):", err=True)
+    click.echo(result["url"])
+
+
 @group.command("whoami")
 @json_option
 @pass_context

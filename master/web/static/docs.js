@@ -1,0 +1,4 @@
+// The API docs (Swagger UI, served by the master itself).
+window.addEventListener("load", function () {
+  window.ui = SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+});
