@@ -11,7 +11,7 @@ again. On PostgreSQL the candidate row is also locked (``FOR UPDATE SKIP
 LOCKED``) so that concurrent requests take different partitions at once.
 """
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from .limits import MAX_INT
 from .models import Computer, ComputerFriend, GroupMember, NetworkComputer, Network, Partition, Supply
@@ -82,6 +82,19 @@ def filter_clauses(node_filter, requester_id=None):
     return [columns[key](value) for key, value in node_filter.items()]
 
 
+def _room_clause():
+    """Computers that may run a new instance now: not frozen, paused or draining (the
+    volunteer's policy, as the node reported it), and under their own instance cap."""
+    used = (select(func.count(Partition.id)).where(Partition.computer_id == Computer.id,
+                                                   Partition.instance_id.is_not(None))
+            .correlate(Computer).scalar_subquery())
+    return and_(Computer.accepting.is_(True),
+                or_(Computer.max_instances.is_(None), used < Computer.max_instances))
+
+
+ROOM = _room_clause()
+
+
 def _scope_clause():
     requester = bindparam("requester")
     friends = (select(ComputerFriend.computer_id)
@@ -125,7 +138,7 @@ def find_free_partition(session, sr_url, node_filter, computer_id=None, requeste
     base = (select(Partition.id)
             .join(Computer, Partition.computer_id == Computer.id)
             .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None),
-                   SCOPE, *filter_clauses(node_filter, requester_id))
+                   SCOPE, ROOM, *filter_clauses(node_filter, requester_id))
             .order_by(Partition.computer_id, Partition.id)
             .limit(1))
     if computer_id is not None:
@@ -141,6 +154,24 @@ def find_free_partition(session, sr_url, node_filter, computer_id=None, requeste
         if found is not None:
             return found
     return None
+
+
+def waiting_reason(session, node_filter, requester_id):
+    """Why a request waits (one line): a computer that would take it is held by its
+    owner's policy (frozen, paused, draining, full), or no free partition fits."""
+    held = session.execute(
+        select(Computer.name, Computer.availability, Computer.accepting)
+        .join(Partition, Partition.computer_id == Computer.id)
+        .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None), SCOPE,
+               *filter_clauses(node_filter, requester_id), ~ROOM)
+        .order_by(Computer.name).limit(1), {"requester": requester_id}).first()
+    if held is None:
+        return "waiting for a free partition that fits the request"
+    name, availability, accepting = held
+    why = (availability or {}).get("reason") or (availability or {}).get("state") or ""
+    if accepting:
+        why = "it runs as many instances as its owner allows"
+    return f"waiting: computer {name} has room but {why or 'its owner holds it'}"
 
 
 def claim(session, partition_id, instance_id):
@@ -161,9 +192,7 @@ def release(session, instance_id):
 def count_free(session, node_filter, requester_id, limit=10000):
     """How many free partitions of enrolled computers would take an instance of
     ``requester_id`` with this filter (the web's "there is space"), counted up to ``limit``."""
-    from sqlalchemy import func
-
     inner = (select(Partition.id).join(Computer, Partition.computer_id == Computer.id)
              .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None), SCOPE,
-                    *filter_clauses(node_filter, requester_id)).limit(limit).subquery())
+                    ROOM, *filter_clauses(node_filter, requester_id)).limit(limit).subquery())
     return session.scalar(select(func.count()).select_from(inner), {"requester": requester_id})

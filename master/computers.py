@@ -226,11 +226,24 @@ def desired_state(session, computer, naming=None):
     })
 
 
+def set_availability(computer, availability):
+    """The volunteer's policy as the node reports it: a computer that is frozen, paused
+    or draining takes no new instance (its current ones stay); its own cap applies."""
+    computer.availability = {k: availability.get(k) for k in ("state", "reason", "next_change")}
+    computer.accepting = availability.get("state") == "running"
+    computer.max_instances = availability.get("max_instances") or None
+
+
 def apply_report(session, computer, report):
     """Take a node's report of actual state. Entries about what this computer
     does not hold (anymore) are ignored: a node sees only its own computer."""
     computer.last_seen = utcnow()
     node = auth.NodePrincipal(computer.id, computer.name)
+    if report.get("availability") is not None:
+        was_accepting = computer.accepting
+        set_availability(computer, report["availability"])
+        if computer.accepting and not was_accepting:     # thawed, resumed, undrained
+            instances.place_pending(session, computer.id)
     for item in report.get("software", []):
         _software_report(session, computer, item)
     items = report.get("instances", [])
@@ -325,6 +338,9 @@ def view(computer, total=0, used=0, owner=None, friends=()):
         "trusted_builder": computer.trusted_builder,
         "revision": computer.revision,
         "last_seen": iso(computer.last_seen),
+        "availability": computer.availability or {"state": "running", "reason": "",
+                                                  "next_change": None},
+        "max_instances": computer.max_instances,
     }
 
 

@@ -121,6 +121,8 @@ def place(session, instance, computer_id=None):
                                                       instance.node_filter or {}, computer_id,
                                                       instance.owner_id)
         if partition_id is None:
+            instance.status_reason = allocation.waiting_reason(
+                session, instance.node_filter or {}, instance.owner_id)
             return False
         if allocation.claim(session, partition_id, instance.id):
             break
@@ -129,6 +131,7 @@ def place(session, instance, computer_id=None):
     session.expire(instance, ["partition"])
     partition = session.get(Partition, partition_id)
     instance.status = InstanceStatus.DEPLOYING
+    instance.status_reason = ""
     instance.updated_at = utcnow()
     _ensure_supply(session, partition.computer_id, instance.sr_url)
     touch_computer(session, partition.computer_id)

@@ -126,6 +126,11 @@ class Computer(Base):
     enrolled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The volunteer's policy, as the node last reported it: whether it can run a new
+    # instance now (not frozen, paused or draining), why not, and its own instance cap.
+    accepting: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    availability: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    max_instances: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ComputerFriend(Base):

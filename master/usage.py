@@ -113,7 +113,8 @@ class Ingest:
                 cpu_seconds=0.0, memory_mb_seconds=0.0, disk_mb_seconds=0.0)
             self.session.add(total)
         total.cpu_seconds += grown["cpu_seconds"]
-        total.memory_mb_seconds += memory * gap
+        if not reported.get("frozen"):      # credit counts computing time: a frozen
+            total.memory_mb_seconds += memory * gap     # partition's memory earns nothing
         total.disk_mb_seconds += disk * gap
         return {**reported, "received_at": iso(now)}
 

@@ -31,6 +31,7 @@ from .deploy.forwards import Forwards
 from .deploy.partition import Partition, inputs_hash, parts_of
 from .errors import MasterError, SlapnodeError
 from .software import engine, software_dir
+from . import policy as policy_mod
 from .states import DESTROYED, STARTED, STOPPED, InstanceStatus
 
 PARALLEL_PARTITIONS = 8
@@ -156,6 +157,7 @@ class InstancePass:
         self.forwards = Forwards(config)
         self.rules_changed = False
         self.public_ipv4 = None
+        self.after_freeze = False       # the next usage covers frozen time: no credit for it
 
     def software_digests(self, doc):
         urls = {p["instance"]["software"] for p in doc.get("partitions", []) if p.get("instance")}
@@ -181,6 +183,14 @@ class InstancePass:
                 outcome.report["usage"] = usage.partition_usage(
                     part, by_uid, self.isolation.container(part) if lxc else None,
                     isolation_mod.veth_name(part.uid) if lxc else None)
+                if self.after_freeze:
+                    outcome.report["usage"]["frozen"] = 1.0
+        self.after_freeze = False
+        over = policy_mod.over_disk(self.config.policy, {
+            o.reference: o.report["usage"]["disk_mb"] for o in outcomes if "usage" in o.report})
+        for outcome in outcomes:            # the owner's disk is not filled silently
+            if outcome.reference in over:
+                outcome.status, outcome.reason = InstanceStatus.ERROR, over[outcome.reference]
         self._report(outcomes, only_changed_reports)
         return outcomes
 
@@ -420,7 +430,8 @@ class Daemon:
     when it starts and one when it ends.
     """
 
-    def __init__(self, config, client, say=None, poll_wait=30.0, health_every=5.0):
+    def __init__(self, config, client, say=None, poll_wait=30.0, health_every=5.0,
+                 config_path=None, policy_watch=True):
         from .software.supply import SoftwarePass
 
         self.config = config
@@ -442,9 +453,55 @@ class Daemon:
         self.revision = None
         self.software_thread = None
         self.passes = 0
+        self.availability = None            # the volunteer's policy now (what to report)
+        self.availability_sent = None
+        self.policy = None
+        if policy_watch:
+            from .volunteer import PolicyWatch
+
+            try:
+                self.policy = PolicyWatch(config, config_path, on_change=self._availability)
+            except OSError as exc:
+                self.say(f"the volunteer's policy is not enforced: no cgroup for the partitions "
+                         f"({exc}); run the agent as root on a machine with cgroups")
+
+    def _availability(self, availability):
+        self.availability = availability
+        if availability["state"] != (self.availability_sent or {}).get("state"):
+            self.say(f"partitions {availability['state']}"
+                     + (f": {availability['reason']}" if availability["reason"] else ""))
+        self.wake.set()
+
+    def _report_availability(self, doc):
+        """Tell the master what the node can do now; while frozen or paused, each of its
+        instances is reported ``frozen`` with the reason (nothing runs to say otherwise)."""
+        availability = self.availability
+        if availability is None or availability == self.availability_sent:
+            return
+        held = availability["state"] in ("frozen", "paused")
+        instances = []
+        if held and doc is not None:
+            local = self.instances.local.get()
+            for item in doc.get("partitions", []):
+                instance = item.get("instance")
+                kept = local.get(item["reference"]) or {}
+                if instance and kept.get("state") == "started":
+                    instances.append({"partition": item["reference"], "instance_id": instance["id"],
+                                      "status": InstanceStatus.FROZEN,
+                                      "reason": f"frozen: {availability['reason']}"})
+        try:
+            self.client.report(instances=instances, availability=availability)
+        except MasterError:
+            return                      # next time: the poller says when the master is back
+        self.availability_sent = availability
+        if not held:
+            self.instances.last_reports = {}    # thawed: every status is reported again
+            self.instances.after_freeze = True
 
     def stop(self):
         self.stopping.set()
+        if self.policy is not None:
+            self.policy.stop()
         self.software.stop()            # a long build must not hold the daemon's exit
         self.wake.set()
 
@@ -480,6 +537,8 @@ class Daemon:
                 self.wake.set()
 
     def run(self):
+        if self.policy is not None:
+            self.policy.start()
         poller = threading.Thread(target=self._poller, daemon=True)
         poller.start()
         last_doc = None
@@ -509,6 +568,9 @@ class Daemon:
                     self.software_thread = threading.Thread(target=self._software, args=(doc,),
                                                             daemon=True)
                     self.software_thread.start()
+            self._report_availability(doc)
+            if self.policy is not None and not self.policy.running:
+                continue        # frozen or paused: nothing may run inside the partitions now
             outcomes = self.instances.run(doc, only_changed_reports=doc is last_doc)
             if doc is not last_doc:
                 settle = None   # a new desired state: its requests get the quick checks

@@ -278,9 +278,11 @@ class Client:
         return self.call("GET", "/node/desired-state", params=params,
                          timeout=self.timeout + wait)
 
-    def report(self, software=(), instances=(), shared=()):
-        return self.call("POST", "/node/report", json={
-            "software": list(software), "instances": list(instances), "shared": list(shared)})
+    def report(self, software=(), instances=(), shared=(), availability=None):
+        body = {"software": list(software), "instances": list(instances), "shared": list(shared)}
+        if availability is not None:
+            body["availability"] = availability
+        return self.call("POST", "/node/report", json=body)
 
     # binary cache (node side)
     def cache_lookup(self, key):

@@ -21,9 +21,10 @@ import configparser
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from . import policy as policy_mod
 from .errors import UsageError
 
 DEFAULT_PATH = "/etc/slapnode/node.cfg"
@@ -86,6 +87,8 @@ class NodeConfig:
     memory_limit_mb: int = 1024
     cpu_limit_pct: int = 100        # of one CPU
     pids_limit: int = 512
+    # [policy] the volunteer's rules over all partitions together (slapnode/policy.py)
+    policy: policy_mod.Policy = field(default_factory=policy_mod.Policy)
 
     SECTIONS = {"network": ("bridge", "bridge_type", "ipv4_range", "ipv6_range", "ipv6_source",
                             "ipv6_uplink", "tap", "tap_prefix", "netns", "outbound",
@@ -147,9 +150,12 @@ def load(path=None):
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0]
         raise UsageError(f"{path}: not a valid node config ({first})") from None
-    known = {f.name: f for f in fields(NodeConfig)}
+    known = {f.name: f for f in fields(NodeConfig) if f.name != "policy"}
     values = {}
     for section in parser.sections():
+        if section == "policy":
+            values["policy"] = policy_mod.from_items(parser.items(section), f"{path} [policy]")
+            continue
         for name, raw in parser.items(section):
             if name not in known or NodeConfig.section_of(name) != section:
                 raise UsageError(f"{path}: unknown option {name!r} in [{section}]")
@@ -166,9 +172,13 @@ def save(config, path=None):
     if not config.state_dir:
         config.state_dir = default_state_dir(path)
     parser = configparser.ConfigParser(interpolation=None)
-    for section in ("node", "network", "limits"):
+    for section in ("node", "network", "limits", "policy"):
         parser.add_section(section)
+    for key, value in policy_mod.to_items(config.policy):
+        parser.set("policy", key, value)
     for item in fields(NodeConfig):
+        if item.name == "policy":
+            continue
         value = getattr(config, item.name)
         if isinstance(value, bool):
             value = "true" if value else "false"

@@ -161,6 +161,9 @@ def stop_instances(config, say):
     from .deploy import isolation as isolation_mod
     from .deploy.partition import parts_of
 
+    from .deploy import cgroups
+
+    cgroups.Parent(config).freeze(False)        # frozen processes cannot stop (paused stays)
     isolation = isolation_mod.isolation_for(config)
     for part in parts_of(config).values():
         isolation.stop(part)

@@ -20,6 +20,9 @@ class InstanceStatus:
     ready      -> deployed, running, every promise passing (requested started)
     stopped    -> deployed and stopped, files kept (requested stopped)
     error      -> the node reported a failure (build, deploy, crash loop, promise)
+    frozen     -> deployed, held by the volunteer's policy (the owner uses the machine,
+                  outside the hours allowed, paused): its processes are frozen, not killed;
+                  the reason says which and until when
     destroyed  -> gone; its partition is free again
     """
 
@@ -28,19 +31,22 @@ class InstanceStatus:
     READY = "ready"
     STOPPED = "stopped"
     ERROR = "error"
+    FROZEN = "frozen"
     DESTROYED = "destroyed"
 
     # Statuses a node may report for an instance it holds.
-    REPORTABLE = (DEPLOYING, READY, STOPPED, ERROR, DESTROYED)
+    REPORTABLE = (DEPLOYING, READY, STOPPED, ERROR, FROZEN, DESTROYED)
 
 
 def settled_for(requested_state, status):
     """True when ``status`` is the end of the road for ``requested_state``.
 
     A started instance settles at ready; a stopped one at stopped; a destroyed
-    one at destroyed; error settles every request (the user must act).
+    one at destroyed; error settles every request (the user must act), and so does
+    frozen (the volunteer's policy holds it: the answer says why, and waiting on would
+    leave the user wondering).
     """
-    if status == InstanceStatus.ERROR:
+    if status in (InstanceStatus.ERROR, InstanceStatus.FROZEN):
         return True
     wanted = {
         STARTED: InstanceStatus.READY,

@@ -1,7 +1,6 @@
 """Shared fixtures: a real master process on loopback (SQLite and PostgreSQL),
 the CLI run in-process, and names unique to this test run."""
 
-import itertools
 import os
 import secrets
 import shutil
@@ -43,13 +42,18 @@ def published(view):
     return {k: v for k, v in (view.get("connection") or {}).items() if k != "hostname"}
 
 
-_SEQUENCE = itertools.count(1)
+_GIVEN = set()
 
 
 def unique_name(prefix="t"):
-    """A name no other in this run has: a counter, not only random bits (a thousand
-    random 24-bit names collide once in about thirty runs)."""
-    return f"{prefix}-{RUN_ID}-{next(_SEQUENCE):04x}{secrets.token_hex(1)}"
+    """A name no other in this run has: random (names are cut short in DNS labels, so
+    their first characters must differ too) and never given twice (a thousand random
+    24-bit names collide once in about thirty runs)."""
+    while True:
+        name = f"{prefix}-{RUN_ID}-{secrets.token_hex(3)}"
+        if name not in _GIVEN:
+            _GIVEN.add(name)
+            return name
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 
 from slapnode import format as fmt
 from slapnode import nodeconfig
-from slapnode.deploy import isolation
+from slapnode.deploy import cgroups, isolation
 
 from .conftest import free_port, slapnode_cmd
 from .test_instances_system import _remove_ours
@@ -70,6 +70,8 @@ class Standalone:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self._log.close()
+        if (self.data / "node.cfg").exists():   # frozen processes cannot die: thaw first
+            cgroups.Parent(nodeconfig.load(self.data / "node.cfg")).freeze(False)
         for user in pwd.getpwall():         # builds and services first: users in use stay
             if user.pw_name.startswith(self.user_prefix):
                 isolation.kill_all(user.pw_uid)

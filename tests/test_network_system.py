@@ -355,6 +355,10 @@ def _teardown(tag, base, upstream, handle, processes):
                  timeout=120)
     for proc in processes:
         stop_group(proc, 5)
+    from slapnode.proc import runtime_dir
+
+    # (a master killed before its own shutdown leaves its zone's runtime files)
+    shutil.rmtree(runtime_dir("master-dns", base / "master"), ignore_errors=True)
     for user in list(_users(f"sn{tag}")):
         _remove_ours(user, f"sn{tag}s")
     for ns in [f"sn{tag}a", f"sn{tag}b", f"sn{tag}c", upstream]:

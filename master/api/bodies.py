@@ -2,7 +2,7 @@
 finite and integers fit the database (``limits``)."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -155,7 +155,16 @@ class SharedStatusReport(Body):
     connection: dict[str, Any] | None = None
 
 
+class Availability(Body):
+    """The volunteer's policy on the node now (slapnode/policy.py)."""
+    state: Literal["running", "frozen", "paused", "draining"]
+    reason: str = Field("", max_length=300)
+    next_change: str | None = Field(None, max_length=64)
+    max_instances: int = Field(0, ge=0, le=100000)
+
+
 class NodeReport(Body):
+    availability: Availability | None = None
     software: list[SoftwareStatus] = Field(default_factory=list, max_length=1000)
     instances: list[InstanceStatusReport] = Field(default_factory=list, max_length=10000)
     shared: list[SharedStatusReport] = Field(default_factory=list, max_length=10000)

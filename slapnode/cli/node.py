@@ -57,7 +57,9 @@ def list_(ctx, as_json):
     if as_json:
         print_json(rows)
         return
-    print_table(rows, [("NAME", "name"), ("OWNER", "owner"), ("SCOPE", "scope"),
+    for row in rows:
+        row["now"] = (row.get("availability") or {}).get("state", "running")
+    print_table(rows, [("NAME", "name"), ("OWNER", "owner"), ("SCOPE", "scope"), ("NOW", "now"),
                        ("PARTITIONS", "partitions"), ("FREE", "free"), ("CPUS", "cpus"), ("RAM_MB", "ram_mb"), ("DISK_GB", "disk_gb"),
                        ("ARCH", "arch"), ("DISTRIBUTION", "distribution"),
                        ("LAST_SEEN", "last_seen")])
@@ -197,11 +199,19 @@ def status(config_path, as_json):
     config = nodeconfig.load(config_path)
     rows, master_error = fmt.status(config, node_client(config))
     _add_runtime(config, rows)
+    live = _live(config)
     if as_json:
         print_json({"node": config.name, "isolation": config.isolation, "bridge": config.bridge,
-                    "master_error": master_error or None, "partitions": rows})
+                    "master_error": master_error or None, "policy": config.policy.as_dict(),
+                    "now": live, "partitions": rows})
         return
     click.echo(f"node {config.name} (isolation {config.isolation}, bridge {config.bridge})")
+    p = config.policy
+    click.echo(f"policy: cpu {p.cpu_limit_pct:g}% of the machine, memory "
+               f"{p.memory_limit_mb or 'unlimited'} MB, run {p.run_when}"
+               + (f", hours {p.hours}" if p.hours else "")
+               + (f", at most {p.max_instances} instances" if p.max_instances else "")
+               + f"; now {live['state']}" + (f" ({live['reason']})" if live["reason"] else ""))
     if config.isolation == "user":
         click.echo("isolation = user: partitions are separate users only, without containers",
                    err=True)
@@ -213,8 +223,8 @@ def status(config_path, as_json):
                                        for p in r["promises"])} for r in rows],
                 [("PARTITION", "reference"), ("USER", "user"), ("IPV4", "ipv4"),
                  ("IPV6", "ipv6"), ("FORMATTED", "formatted"), ("STATE", "state"),
-                 ("INSTANCE", "instance"), ("STATUS", "status"), ("SERVICES", "services"),
-                 ("PROMISES", "promises")])
+                 ("INSTANCE", "instance"), ("STATUS", "status"), ("CPU_S", "cpu_seconds"),
+                 ("MEM_MB", "memory_mb"), ("SERVICES", "services"), ("PROMISES", "promises")])
 
 
 def _add_runtime(config, rows):
@@ -224,8 +234,16 @@ def _add_runtime(config, rows):
     from ..deploy import supervisor
     from ..deploy.partition import parts_of
 
+    from .. import usage
+    from ..deploy import cgroups
+    from ..deploy.isolation import isolation_for
+
     parts = parts_of(config)
     local = LocalState(config.state_dir).get()
+    by_uid = usage.processes_by_uid()
+    isolation = isolation_for(config)
+    lxc = isolation.name == "lxc"
+    frozen = cgroups.Parent(config).frozen()
     for row in rows:
         part = parts.get(row["reference"])
         row["services"], row["promises"], row["status"] = {}, [], None
@@ -233,6 +251,11 @@ def _add_runtime(config, rows):
         requested = kept.get("state")
         if part is None:
             continue
+        used = usage.partition_usage(part, by_uid, isolation.container(part) if lxc else None)
+        row["cpu_seconds"], row["memory_mb"] = used["cpu_seconds"], used["memory_mb"]
+        if frozen:
+            row["status"], row["reason"] = "frozen", "the volunteer's policy holds it"
+            continue        # a frozen supervisord cannot answer
         programs = supervisor.programs(part.root, uid=part.uid)
         row["services"] = {n: st for n, (st, _) in programs.items()}
         if programs:
@@ -369,9 +392,177 @@ def run(config_path, poll_wait, log_file):
     from ..log import sayer
 
     say = sayer(log_file, lambda m: click.echo(m, err=True))
-    daemon = Daemon(config, client, say, poll_wait=poll_wait)
+    from .. import nodeconfig
+
+    daemon = Daemon(config, client, say, poll_wait=poll_wait,
+                    config_path=nodeconfig.config_path(config_path))
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     try:
         daemon.run()
     except KeyboardInterrupt:
         daemon.stop()
+
+
+# -- the volunteer's policy ---------------------------------------------------------------
+
+@group.group("policy")
+def policy_group():
+    """The machine owner's rules for the partitions: limits, hours, idle-only."""
+
+
+def _policy_rows(config):
+    from .. import policy as policy_mod
+
+    return [{"key": k, "value": v} for k, v in policy_mod.to_items(config.policy)]
+
+
+@policy_group.command("show")
+@config_option
+@json_option
+def policy_show(config_path, as_json):
+    """Show the policy in the node config, and what it does now.
+
+    \b
+    Example:
+      slapnode node policy show --json
+    """
+    from .. import nodeconfig
+
+    config = nodeconfig.load(config_path)
+    live = _live(config)
+    if as_json:
+        print_json({"policy": config.policy.as_dict(), "now": live})
+        return
+    print_table(_policy_rows(config), [("KEY", "key"), ("VALUE", "value")])
+    click.echo(f"now: {live['state']}" + (f" ({live['reason']})" if live["reason"] else ""))
+
+
+def _live(config):
+    """What the policy does on this machine now: the kernel's freezer and limits, and the
+    owner's commands."""
+    from ..deploy import cgroups
+    from ..volunteer import read_state
+
+    parent = cgroups.Parent(config)
+    commands = read_state(config)
+    cpu, memory = parent.limits()
+    state = "paused" if commands["paused"] else "frozen" if parent.frozen() else \
+        "draining" if commands["draining"] else "running"
+    reasons = {"paused": "paused by the owner (`slapnode node resume`)",
+               "frozen": "frozen by the policy (hours or the owner's activity)",
+               "draining": "draining: no new instances", "running": ""}
+    return {"state": state, "reason": reasons[state], "paused": commands["paused"],
+            "draining": commands["draining"], "cpu_limit_pct": cpu, "memory_limit_mb": memory,
+            "partitions_cpu_seconds": round(parent.cpu_seconds(), 2),
+            "partitions_memory_mb": round(parent.memory_mb(), 1)}
+
+
+@policy_group.command("set")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@config_option
+def policy_set(assignments, config_path):
+    """Change the policy: the config file is rewritten and a running agent applies it
+    within 2 seconds (no restart).
+
+    Keys: cpu_limit_pct (of the whole machine, all partitions together), memory_limit_mb,
+    disk_limit_gb, run_when (always | idle), idle_cpu_pct, idle_minutes, hours
+    (e.g. 'mon-fri 19:00-07:00, sat-sun all'; empty: always), max_instances.
+
+    \b
+    Examples:
+      slapnode node policy set cpu_limit_pct=50 memory_limit_mb=4096
+      slapnode node policy set run_when=idle idle_minutes=10
+      slapnode node policy set hours='mon-fri 19:00-07:00, sat-sun all'
+    """
+    from .. import nodeconfig
+    from .. import policy as policy_mod
+    from ..errors import UsageError
+
+    config = nodeconfig.load(config_path)
+    values = config.policy.as_dict()
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise UsageError(f"{assignment!r}: expected KEY=VALUE, e.g. cpu_limit_pct=50")
+        values[key.strip()] = policy_mod.parse_value(key.strip(), raw)
+    config.policy = policy_mod.Policy(**values)
+    nodeconfig.save(config, config_path)
+    click.echo("policy saved; a running agent applies it within 2 s")
+
+
+def _command(config_path, **changes):
+    from .. import nodeconfig
+    from ..volunteer import write_state
+
+    config = nodeconfig.load(config_path)
+    return config, write_state(config, **changes)
+
+
+@group.command("pause")
+@config_option
+def pause(config_path):
+    """Freeze every partition now (nothing is killed); the master stops placing here.
+
+    \b
+    Example:
+      slapnode node pause && slapnode node resume
+    """
+    from ..deploy import cgroups
+
+    config, _ = _command(config_path, paused=True)
+    cgroups.Parent(config).ensure()
+    done = cgroups.Parent(config).freeze(True)
+    click.echo("partitions paused (frozen)" + ("" if done else "; the kernel has not finished yet"))
+
+
+@group.command("resume")
+@config_option
+def resume(config_path):
+    """Undo `pause` and `drain`: partitions thaw (if the policy lets them run) and the
+    master places instances here again.
+
+    \b
+    Example:
+      slapnode node resume
+    """
+    config, _ = _command(config_path, paused=False, draining=False)
+    client = node_client(config)
+    if client is not None:
+        try:        # (a running agent says the same within a second)
+            client.report(availability={"state": "running", "reason": "",
+                                        "max_instances": config.policy.max_instances})
+        except Exception:
+            pass
+    click.echo("resumed; a running agent thaws the partitions within a second "
+               "(unless the policy's hours or idle rule hold them)")
+
+
+@group.command("drain")
+@config_option
+@json_option
+def drain(config_path, as_json):
+    """Take no new instances; those here keep running. Says how many remain.
+
+    \b
+    Example:
+      slapnode node drain
+    """
+    config, _ = _command(config_path, draining=True)
+    client = node_client(config)
+    remaining = None
+    if client is not None:
+        try:
+            client.report(availability={"state": "draining",
+                                        "reason": "draining: the owner takes no new instances",
+                                        "max_instances": config.policy.max_instances})
+            doc = client.desired_state()
+            remaining = sum(1 for p in doc.get("partitions", []) if p.get("instance"))
+        except Exception as exc:        # the master is away: the agent tells it later
+            click.echo(f"warning: the master was not told now ({exc}); the agent tells it "
+                       "when it is back", err=True)
+    if as_json:
+        print_json({"draining": True, "remaining_instances": remaining})
+        return
+    click.echo("draining: no new instances come here"
+               + (f"; {remaining} instance{'s' if remaining != 1 else ''} remain" if remaining
+                  is not None else ""))

@@ -41,7 +41,9 @@ def group(data_dir, listen, partitions, isolation, user_prefix, bridge, ipv4_ran
     say = lambda message: click.echo(printable(message), err=True)
     names = {"user_prefix": user_prefix, "bridge": bridge, "ipv4_range": ipv4_range}
     process, config, node = standalone.prepare(data_dir, listen, partitions, isolation, say, names)
-    daemon = Daemon(config, node, say, poll_wait=30)
+    from pathlib import Path
+
+    daemon = Daemon(config, node, say, poll_wait=30, config_path=Path(data_dir) / "node.cfg")
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     say("node daemon running; Ctrl-C stops everything")
     try:

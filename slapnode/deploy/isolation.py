@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import nodeconfig, proc
 from ..errors import SlapnodeError
 from ..format.users import user_processes
-from . import supervisor
+from . import cgroups, supervisor
 
 INSIDE = [sys.executable, "-m", "slapnode.deploy.inside"]
 SUPERVISORD = [sys.executable, "-m", "supervisor.supervisord"]
@@ -195,6 +195,8 @@ class LxcIsolation:
             f"lxc.mount.entry = {state / (self.container(part) + '.hosts')} etc/hosts none bind,ro,create=file 0 0",
             f"lxc.mount.entry = {state / (self.container(part) + '.resolv.conf')} etc/resolv.conf none bind,ro,create=file 0 0",
         ]
+        # below the partitions' parent cgroup: the volunteer's totals and freezer hold it
+        lines.append(f"lxc.cgroup.dir = {cgroups.Parent(c).lxc_dir(self.container(part))}")
         memory = c.memory_limit_mb * 1024 * 1024
         period = 100000
         quota = int(period * c.cpu_limit_pct / 100)

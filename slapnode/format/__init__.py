@@ -96,6 +96,10 @@ def reconcile(config, client=None, remove_all=False, progress=None, force=False)
         unreachable = reach.problems(config)
         if unreachable:
             raise UsageError("; ".join(unreachable) + "; nothing was changed")
+    if remove_all:      # frozen processes cannot end: thaw the partitions first
+        from ..deploy import cgroups
+
+        cgroups.Parent(config).freeze(False, wait=5.0)
     known_users = users.all_users()
     problems = plan.collisions(target, known_users, users.all_group_names())
     if problems:
@@ -153,6 +157,11 @@ def reconcile(config, client=None, remove_all=False, progress=None, force=False)
             os.rmdir(config.instance_root)      # only if empty: it may hold others' things
         except OSError:
             pass
+        from ..deploy import cgroups
+        from ..volunteer import state_path
+
+        cgroups.Parent(config).remove()         # the partitions' parent cgroup
+        state_path(config).unlink(missing_ok=True)
 
     # 4. tell the master (and keep its view of this machine's capacity fresh)
     if client is not None and not outcome.reported:
