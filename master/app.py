@@ -14,14 +14,14 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slapnode import __version__
 
-from . import invoices, limits, usage
+from . import invoices, limits, tls, usage
 from .api import cache, catalog, computers, groups, instances, invoices as invoices_api, node, users
 from .api.deps import SafeJSONResponse
 from .errors import ApiError
@@ -158,6 +158,14 @@ def create_app(master):
         log.exception("internal error")
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); "
                                        "the master's log has the details"}, status_code=500)
+
+    @app.get(f"{API}/ca", tags=["health"], response_class=PlainTextResponse)
+    def certificate_authority():
+        """The master's CA certificate (PEM), for nodes and users to pin by its fingerprint."""
+        path = master.data_dir and tls.paths(master.data_dir)["ca"]
+        if not path or not path.exists():
+            raise ApiError("this master has no CA of its own", status=404)
+        return PlainTextResponse(path.read_text(), media_type="application/x-pem-file")
 
     @app.get(f"{API}/health", tags=["health"])
     def health():

@@ -49,6 +49,7 @@ class Master:
         self.board = RevisionBoard()
         self.releases_dir = releases_dir
         self.cache_dir = Path(data_dir) / "cache" if data_dir else None
+        self.data_dir = Path(data_dir) if data_dir else None
         self.naming = naming or Naming()
         self.placements_changed = []        # callbacks after a commit that moved instances
 

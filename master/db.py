@@ -24,13 +24,14 @@ def default_url(data_dir):
 
 
 def read_settings(data_dir):
-    """What ``master init`` saved in master.cfg: {"db": URL, "domain": zone}, as given."""
+    """What ``master init`` saved in master.cfg: {"db": URL, "domain": zone, "names": the
+    names and addresses of its certificate, comma-separated}, as given."""
     saved = Path(data_dir) / CONFIG_NAME
     settings = {}
     if saved.exists():
         for line in saved.read_text().splitlines():
             key, sep, value = line.partition("=")
-            if sep and key.strip() in ("db", "domain"):
+            if sep and key.strip() in ("db", "domain", "names"):
                 settings[key.strip()] = value.strip()
     return settings
 

@@ -39,7 +39,25 @@ def _write_secret(path, text):
     os.chmod(path, 0o600)
 
 
-def init(data_dir, url=None, domain=None, currency=None):
+def default_names():
+    """The names the master's certificate is for when none are given."""
+    import socket
+
+    return list(dict.fromkeys([socket.getfqdn(), socket.gethostname(), "localhost", "127.0.0.1",
+                               "::1"]))
+
+
+def tls_names(data_dir, host=None):
+    """The certificate's names: those init saved (or the defaults), and the address the
+    master listens on when it is a specific one."""
+    saved = dbmod.read_settings(data_dir).get("names")
+    names = [n.strip() for n in saved.split(",") if n.strip()] if saved else default_names()
+    if host and host not in ("0.0.0.0", "::") and host not in names:
+        names.append(host)
+    return names
+
+
+def init(data_dir, url=None, domain=None, currency=None, names=None):
     """Create or upgrade the database; make sure an admin exists; remember the DNS
     zone of instance names (``domain``; the default, or what an earlier init saved)
     and the currency of prices and invoices (``currency``; EUR the first time, then
@@ -75,7 +93,7 @@ def init(data_dir, url=None, domain=None, currency=None):
         dbmod.migrate(master.db)
         # only a database that works is remembered
         dbmod.save_settings(data_dir, db=url if url != dbmod.default_url(data_dir) else None,
-                            domain=domain)
+                            domain=domain, names=",".join(names) if names else None)
         token_file = data_dir / ADMIN_TOKEN_FILE
 
         def ensure_admin(session):
@@ -102,12 +120,15 @@ def init(data_dir, url=None, domain=None, currency=None):
         except ApiError as exc:
             raise SlapnodeError(exc.message) from None
         _write_secret(token_file, token)
+        from . import tls
+
+        fingerprint = tls.ensure(data_dir, tls_names(data_dir))
     except Exception:
         _forget(data_dir, made)
         raise
     finally:
         master.dispose()
-    return url, token
+    return url, token, fingerprint
 
 
 def _forget(data_dir, made):
@@ -169,7 +190,7 @@ def _server_class():
 
 
 def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns=None,
-          dns_advertise=None):
+          dns_advertise=None, tls_files=None, insecure_http=False):
     """Serve the API; with ``dns`` ((host, port)) also the zone of instance names, which
     nodes reach at ``dns_advertise`` (default: the same address)."""
     import uvicorn
@@ -207,7 +228,16 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
         zone_server = ZoneServer(master, data_dir, dns)
         zone_server.start()
     _raise_fd_limit()
-    config = uvicorn.Config(create_app(master), host=host, port=port, log_level=log_level,
+    ssl = {}
+    if not insecure_http:
+        from . import tls
+
+        if tls_files is None:           # the master's own CA, for the names it is reached at
+            tls.ensure(data_dir, tls_names(data_dir, host))
+            files = tls.paths(data_dir)
+            tls_files = (files["cert"], files["key"])
+        ssl = {"ssl_certfile": str(tls_files[0]), "ssl_keyfile": str(tls_files[1])}
+    config = uvicorn.Config(create_app(master), host=host, port=port, log_level=log_level, **ssl,
                             backlog=8192, timeout_keep_alive=150, access_log=False,
                             server_header=False,
                             # parked long-polls must not hold a shutdown for their full wait

@@ -446,7 +446,7 @@ class Daemon:
         from .client import Client
 
         # The long-poll has a connection of its own: it is parked most of the time.
-        self.poll_client = Client(client.master, client.token)
+        self.poll_client = Client(client.master, client.token, ca_file=client.ca_file)
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.doc = None

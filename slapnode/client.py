@@ -43,15 +43,16 @@ def read_client_config(path=None):
                          "fix or remove it") from None
     if not parser.has_section("client"):
         return {}
-    return {k: v for k, v in parser.items("client") if k in ("master", "token")}
+    return {k: v for k, v in parser.items("client") if k in ("master", "token", "ca")}
 
 
-def write_client_config(master, token, path=None):
+def write_client_config(master, token, path=None, ca=None):
     path = Path(path) if path else client_config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as stream:
-        stream.write(f"[client]\nmaster = {master}\ntoken = {token}\n")
+        stream.write(f"[client]\nmaster = {master}\ntoken = {token}\n"
+                     + (f"ca = {ca}\n" if ca else ""))
     return path
 
 
@@ -65,8 +66,36 @@ def resolve(master=None, token=None):
     return master, token
 
 
+def ca_for(master):
+    """The CA pinned for ``master`` (``SLAPNODE_CA``, or the client config's when it is
+    that config's master), or None: then the system's trust store is used."""
+    explicit = os.environ.get("SLAPNODE_CA")
+    if explicit:
+        return explicit
+    saved = read_client_config()
+    if saved.get("ca") and (saved.get("master") or "").rstrip("/") == (master or "").rstrip("/"):
+        return saved["ca"]
+    return None
+
+
+def _tls_problem(master, exc, ca_file):
+    """One line saying what to check when TLS with the master fails."""
+    text = str(exc)
+    if "hostname" in text.lower() or "doesn't match" in text or "IP address mismatch" in text:
+        return (f"the master's certificate is not for the host in {master}; use a name it was "
+                "made for (`master init --name`)")
+    if "expired" in text.lower():
+        return f"the master's certificate has expired; its admin must renew it ({master})"
+    if "certificate verify failed" in text.lower():
+        return (f"the master's certificate is not trusted ({master}); "
+                + ("it does not chain to the pinned CA: check the master URL"
+                   if ca_file else "pin its CA: `slapnode login URL --ca-fingerprint SHA256:…` "
+                   "(or `node register --ca-fingerprint`), as `master init` printed it"))
+    return f"TLS with the master at {master} failed: {text.splitlines()[0][:200]}"
+
+
 class Client:
-    def __init__(self, master, token=None, timeout=DEFAULT_TIMEOUT, retries=3):
+    def __init__(self, master, token=None, timeout=DEFAULT_TIMEOUT, retries=3, ca_file=None):
         if not master:
             raise UsageError("no master given; pass --master URL or set SLAPNODE_MASTER")
         if not master.startswith(("http://", "https://")):
@@ -74,7 +103,10 @@ class Client:
         self.master = master.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ca_file = ca_file
         self.session = requests.Session()
+        # a pinned CA is the only one trusted for this master; else the system's store
+        self.session.verify = str(ca_file) if ca_file else True
         retry = Retry(total=retries, connect=retries, read=0, status=0, backoff_factor=0.2,
                       allowed_methods=frozenset({"GET", "PUT"}))
         adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
@@ -87,7 +119,12 @@ class Client:
     def call(self, method, path, timeout=None, **kwargs):
         url = f"{self.master}{API}{path}"
         try:
-            response = self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
+            # (verify given per request: requests would let REQUESTS_CA_BUNDLE override the
+            # session's pinned CA)
+            response = self.session.request(method, url, timeout=timeout or self.timeout,
+                                            verify=self.session.verify, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise MasterError(_tls_problem(self.master, exc, self.ca_file)) from None
         except requests.ConnectionError:
             raise MasterError(f"cannot reach the master at {self.master}; is it running "
                               "(`slapnode master serve`) and is --master right?") from None
@@ -296,7 +333,8 @@ class Client:
     def cache_download(self, key, path):
         url = f"{self.master}{API}/node/cache/{key}/archive"
         try:
-            with self.session.get(url, stream=True, timeout=self.timeout) as response:
+            with self.session.get(url, stream=True, timeout=self.timeout,
+                                  verify=self.session.verify) as response:
                 if response.status_code != 200:
                     raise MasterError(f"cache download failed: HTTP {response.status_code}",
                                       status=response.status_code)

@@ -68,6 +68,7 @@ class NodeConfig:
     software_root: str = "/opt/slapnode/software"
     state_dir: str = ""              # "" until loaded: see default_state_dir
     isolation: str = "lxc"
+    ca_file: str = ""                # the master's CA, pinned at registration ("": system's store)
     # [network]
     bridge: str = "slapbr0"
     bridge_type: str = "bridge"

@@ -38,10 +38,11 @@ def start_master(data_dir, listen, say):
     from .master import service
 
     master_dir = Path(data_dir) / "master"
-    _, admin_token = service.init(master_dir)
+    _, admin_token, _fingerprint = service.init(master_dir)
     log = open(Path(data_dir) / "master.log", "ab")
     process = subprocess.Popen([sys.executable, "-m", "slapnode", "master", "serve", "--data-dir",
-                                str(master_dir), "--listen", listen, "--log-level", "warning"],
+                                str(master_dir), "--listen", listen, "--log-level", "warning",
+                                "--insecure-http"],
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log.close()
     url = f"http://{listen}"
@@ -56,7 +57,8 @@ def start_master(data_dir, listen, say):
                 raise SlapnodeError(f"the master did not start; see {data_dir}/master.log "
                                     f"(is {listen} free? use --listen)")
             time.sleep(0.05)
-    say(f"master running at {url} (pid {process.pid})")
+    say(f"master running at {url} (pid {process.pid}); plain HTTP, as standalone is this "
+        "machine's own: a master nodes reach over a network serves HTTPS (docs/tls.md)")
     return process, url, admin_token
 
 

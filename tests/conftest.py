@@ -120,29 +120,37 @@ def slapnode_cmd(*args):
     return [sys.executable, "-m", "slapnode", *args]
 
 
-def start_master(data_dir, db_url=None, port=None, log_level="warning"):
-    """``master init`` then ``master serve`` (on ``port``, or a free one) as processes."""
+def start_master(data_dir, db_url=None, port=None, log_level="warning", tls=False, names=()):
+    """``master init`` then ``master serve`` (on ``port``, or a free one) as processes:
+    plain HTTP on loopback (``--insecure-http``), or with ``tls`` HTTPS with the master's
+    own CA for ``names`` (then the CA's fingerprint is returned too)."""
     init = subprocess.run(slapnode_cmd("master", "init", "--data-dir", str(data_dir),
-                                       *(["--db", db_url] if db_url else [])),
+                                       *(["--db", db_url] if db_url else []),
+                                       *(arg for name in names for arg in ("--name", name))),
                           capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     port = port or free_port()
     log = open(Path(data_dir) / "serve.log", "a")
     proc = subprocess.Popen(slapnode_cmd("master", "serve", "--data-dir", str(data_dir),
-                                         "--listen", f"127.0.0.1:{port}", "--log-level", log_level),
+                                         "--listen", f"127.0.0.1:{port}", "--log-level", log_level,
+                                         *(() if tls else ("--insecure-http",))),
                             stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            requests.get(url + "/api/v1/health", timeout=1)
+            requests.get(url + "/api/v1/health", timeout=1,
+                         verify=str(Path(data_dir) / "tls" / "ca.pem") if tls else True)
             break
         except requests.ConnectionError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError("master did not start: " + (Path(data_dir) / "serve.log").read_text())
             time.sleep(0.05)
-    return proc, url, init.stdout.strip().splitlines()[-1]
+    token = init.stdout.strip().splitlines()[-1]
+    if tls:
+        return proc, url, token, init.stderr.split("--ca-fingerprint): ")[1].split()[0]
+    return proc, url, token
 
 
 def stop_group(proc, seconds=15):

@@ -257,7 +257,7 @@ def _start_master(base, processes):
     log = open(base / "master.log", "w")
     proc = subprocess.Popen(slapnode_cmd("master", "serve", "--data-dir", data, "--listen",
                                          f"{HOST4}:{port}", "--log-level", "warning", "--dns",
-                                         f"{HOST4}:{dns_port}"),
+                                         f"{HOST4}:{dns_port}", "--insecure-http"),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     processes.append(proc)
     url = f"http://{HOST4}:{port}"

@@ -43,7 +43,7 @@ def cli(ctx, master_url, token):
 
 for module in (master, user, software, node, instance, invoice, standalone):
     cli.add_command(module.group)
-for command in (user.token_group, circles.computer, circles.network, circles.group_group,
+for command in (user.token_group, user.login, circles.computer, circles.network, circles.group_group,
                 circles.credit_group):
     cli.add_command(command)
 

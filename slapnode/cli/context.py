@@ -42,7 +42,7 @@ class Context:
             from .. import client       # requests is imported only by commands that talk
 
             master, token = client.resolve(self._master, self._token)
-            self._client = client.Client(master, token)
+            self._client = client.Client(master, token, ca_file=client.ca_for(master))
         return self._client
 
 

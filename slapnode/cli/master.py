@@ -33,7 +33,10 @@ def group():
               help="DNS zone of instance names [slapnode.internal]; kept for later runs.")
 @click.option("--currency", metavar="CODE",
               help="Currency of prices and invoices (ISO 4217) [EUR]; fixed once an invoice exists.")
-def init(data_dir, db_url, domain, currency):
+@click.option("--name", "names", multiple=True, metavar="NAME",
+              help="A DNS name or address the master is reached at, for its certificate "
+                   "(repeatable) [this machine's names and loopback]; kept for later runs.")
+def init(data_dir, db_url, domain, currency, names):
     """Create (or upgrade) the master's database; print the admin token last.
 
     Safe to run again: nothing is wiped, and the same admin token is printed.
@@ -47,12 +50,14 @@ def init(data_dir, db_url, domain, currency):
     from ..master import service
 
     try:
-        url, token = service.init(data_dir, db_url, domain, currency)
+        url, token, fingerprint = service.init(data_dir, db_url, domain, currency, list(names))
     except Exception as exc:
         raise _db_error(exc, db_url) from None
     where = "SQLite in " + data_dir if url.startswith("sqlite") else url.split("@")[-1]
     click.echo(f"master database ready ({where}); admin token saved in "
                f"{data_dir}/{service.ADMIN_TOKEN_FILE} (mode 0600)", err=True)
+    click.echo(f"the master's CA (give it to nodes and users: --ca-fingerprint): {fingerprint}",
+               err=True)
     click.echo(token)
 
 
@@ -88,8 +93,18 @@ def _db_error(exc, db_url):
                    "for a site's delegation.")
 @click.option("--dns-advertise", metavar="HOST:PORT",
               help="Where nodes reach that DNS server [the --dns address].")
-def serve(data_dir, db_url, listen, log_level, dns, dns_advertise):
-    """Serve the JSON API under /api/v1 and the shipped releases under /software-releases/.
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), metavar="PATH",
+              help="Serve with this certificate (chain) instead of the master's own CA's, e.g. "
+                   "from the site's ACME client; with --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), metavar="PATH",
+              help="The key of --tls-cert.")
+@click.option("--insecure-http", is_flag=True,
+              help="Serve plain HTTP: tokens and parameters cross the network readable. Only "
+                   "for a master on loopback or behind a TLS proxy.")
+def serve(data_dir, db_url, listen, log_level, dns, dns_advertise, tls_cert, tls_key,
+          insecure_http):
+    """Serve the JSON API under /api/v1, My Space at / and the shipped releases under
+    /software-releases/, over HTTPS (the master's own CA from `master init`, or yours).
 
     \b
     Example:
@@ -102,7 +117,12 @@ def serve(data_dir, db_url, listen, log_level, dns, dns_advertise):
     dns = dns and parse_address(dns, "--dns", "192.0.2.10:53")
     dns_advertise = dns_advertise and parse_address(dns_advertise, "--dns-advertise",
                                                     "192.0.2.10:53")
+    if bool(tls_cert) != bool(tls_key):
+        raise UsageError("give --tls-cert and --tls-key together (a certificate and its key)")
+    if insecure_http and tls_cert:
+        raise UsageError("--insecure-http and --tls-cert contradict each other; pick one")
     try:
-        service.serve(data_dir, db_url, host, port, log_level, dns, dns_advertise)
+        service.serve(data_dir, db_url, host, port, log_level, dns, dns_advertise,
+                      (tls_cert, tls_key) if tls_cert else None, insecure_http)
     except Exception as exc:
         raise _db_error(exc, db_url) from None

@@ -77,7 +77,7 @@ def node_client(config):
 
     if not config.master or not config.credential:
         return None
-    return Client(config.master, config.credential)
+    return Client(config.master, config.credential, ca_file=config.ca_file or None)
 
 
 @group.command("register")
@@ -98,7 +98,10 @@ def node_client(config):
               help="IPv6 range [inside the machine's global prefix, else a ULA /64].")
 @click.option("--isolation", type=click.Choice(["lxc", "user"]),
               help="lxc (the default where LXC is installed) or user.")
-def register(master_url, token, name, config_path, **options):
+@click.option("--ca-fingerprint", metavar="SHA256:…",
+              help="The master's CA fingerprint (`master init` prints it): its CA is fetched, "
+                   "checked and pinned; this node then trusts only it for the master.")
+def register(master_url, token, name, config_path, ca_fingerprint, **options):
     """Enroll this machine with the master and write the node config.
 
     Exchanges the one-time TOKEN for a node credential (kept in the config, 0600) and
@@ -106,11 +109,13 @@ def register(master_url, token, name, config_path, **options):
 
     \b
     Example:
-      slapnode node register --master http://master.example:8480 --token sne_... --partitions 10
+      slapnode node register --master https://master.example:8480 --token sne_... \
+          --ca-fingerprint SHA256:3f… --partitions 10
     """
     from ..node import register as do_register
 
-    config, path, notes = do_register.register(master_url, token, name, config_path, options)
+    config, path, notes = do_register.register(master_url, token, name, config_path, options,
+                                               ca_fingerprint)
     for note in notes:
         click.echo(note, err=True)
     click.echo(f"enrolled as {config.name}; node config written to {path} (mode 0600)")

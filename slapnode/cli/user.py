@@ -194,3 +194,38 @@ def token_revoke(ctx, name):
     """
     ctx.client.revoke_token(name)
     click.echo(f"token {name} revoked")
+
+
+@click.command("login")
+@click.argument("url")
+@click.option("--ca-fingerprint", metavar="SHA256:…",
+              help="The master's CA fingerprint (`master init` prints it): its CA is fetched, "
+                   "checked and pinned for this master.")
+@pass_context
+def login(ctx, url, ca_fingerprint):
+    """Remember the master at URL, your token (--token or SLAPNODE_TOKEN) and its CA in
+    the client config, so that later commands need no flags.
+
+    \b
+    Example:
+      slapnode --token snu_... login https://master.example:8480 --ca-fingerprint SHA256:3f…
+    """
+    from .. import client as client_mod
+    from ..errors import UsageError
+    from ..pinning import take_ca
+
+    url = url.rstrip("/")
+    token = ctx._token or __import__("os").environ.get("SLAPNODE_TOKEN")
+    if not token:
+        raise UsageError("give your token: slapnode --token snu_... login URL (or SLAPNODE_TOKEN)")
+    path = client_mod.client_config_path()
+    ca = None
+    if ca_fingerprint:
+        host = url.split("://", 1)[-1].replace(":", "-").replace("/", "-")
+        ca = take_ca(url, ca_fingerprint, path.parent / f"ca-{host}.pem")
+    elif url.startswith("http://"):
+        click.echo("warning: plain HTTP: your token crosses the network readable", err=True)
+    who = client_mod.Client(url, token, ca_file=ca).me()
+    client_mod.write_client_config(url, token, ca=ca)
+    click.echo(f"logged in to {url} as {who['name']}; saved in {path}"
+               + (f" with its CA pinned ({ca})" if ca else ""))

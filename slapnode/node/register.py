@@ -8,6 +8,7 @@ exchange of the token for a node credential.
 """
 
 import shutil
+from pathlib import Path
 
 from .. import machine, nodeconfig
 from ..client import Client
@@ -78,13 +79,22 @@ def _is_ula(text):
         return True             # not a network: nodeconfig.check says so
 
 
-def register(master_url, token, name, config_path, options):
+def register(master_url, token, name, config_path, options, ca_fingerprint=None):
     path = nodeconfig.config_path(config_path)
     base = nodeconfig.load(path) if path.exists() else \
         nodeconfig.NodeConfig(state_dir=nodeconfig.default_state_dir(path))
     config, notes = build_config(base, master_url, options)
+    if ca_fingerprint:          # checked and pinned before the token is spent
+        from ..pinning import take_ca
+
+        config.ca_file = str(take_ca(config.master, ca_fingerprint,
+                                     Path(config.state_dir) / "master-ca.pem"))
+    elif config.master.startswith("http://"):
+        notes.append("warning: the master is plain HTTP: the node credential crosses the "
+                     "network readable; use its https:// URL and --ca-fingerprint")
     capacity = machine.capacity(config.instance_root)
-    answer = Client(config.master).enroll(token, name=name, capacity=capacity)
+    answer = Client(config.master, ca_file=config.ca_file or None).enroll(
+        token, name=name, capacity=capacity)
     config.name = answer["computer"]
     config.credential = answer["credential"]
     try:

@@ -99,11 +99,35 @@ class Backoff:
         os.replace(tmp, self.path)
 
 
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def ca_env(config):
+    """With a pinned master CA, builds trust it as well as the system's authorities (they
+    fetch profiles from the master and sources from anywhere): a bundle of both, readable
+    by the software user, named by REQUESTS_CA_BUNDLE and SSL_CERT_FILE."""
+    if not getattr(config, "ca_file", ""):
+        return {}
+    bundle = Path(config.software_root) / ".ca-bundle.pem"
+    try:
+        system = Path(SYSTEM_CAS).read_bytes() if Path(SYSTEM_CAS).exists() else b""
+        text = system + b"\n" + Path(config.ca_file).read_bytes()
+        if not bundle.exists() or bundle.read_bytes() != text:
+            tmp = bundle.with_name(bundle.name + ".tmp")
+            tmp.write_bytes(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, bundle)
+    except OSError:
+        return {}
+    return {"REQUESTS_CA_BUNDLE": str(bundle), "SSL_CERT_FILE": str(bundle)}
+
+
 class SoftwareUser:
     """Runs the build worker as the software user."""
 
-    def __init__(self, name, cancel=None):
+    def __init__(self, name, cancel=None, config=None):
         self.cancel = cancel
+        self.env = ca_env(config) if config is not None else {}
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
@@ -114,7 +138,7 @@ class SoftwareUser:
     def run(self, *args, **streams):
         if not streams:
             streams = {"cancel": self.cancel}
-        return worker.run_as(self.uid, self.gid, self.home, args, **streams)
+        return worker.run_as(self.uid, self.gid, self.home, args, extra_env=self.env, **streams)
 
     def make_dirs(self, software_root, *names):
         """``software_root/<name>`` for each name, the software user's, made through
@@ -179,7 +203,7 @@ class SoftwarePass:
         if not force and self.backoff.waiting(url):
             return Result(url, "waiting", "backoff", 0.0)
         try:
-            user = SoftwareUser(self.config.software_user, self.stopping)
+            user = SoftwareUser(self.config.software_user, self.stopping, self.config)
             user.make_dirs(self.root, engine.DOWNLOAD_CACHE, directory.name)
             if digest is None:
                 digest = user.digests(self.root, self.cache_dir, [url]).get(url)
@@ -287,7 +311,7 @@ class SoftwarePass:
         if not ready:
             return {}
         try:
-            user = SoftwareUser(self.config.software_user, self.stopping)
+            user = SoftwareUser(self.config.software_user, self.stopping, self.config)
             user.make_dirs(self.root, engine.DOWNLOAD_CACHE)
             return user.digests(self.root, self.cache_dir, ready)
         except (SlapnodeError, OSError) as exc:

@@ -27,14 +27,14 @@ BUILD_TIMEOUT = 4 * 3600.0
 
 
 def run_as(uid, gid, home, args, cwd="/", timeout=BUILD_TIMEOUT, stdin=None, stdout=None,
-           cancel=None):
+           cancel=None, extra_env=None):
     """Run this worker with ``args`` as uid:gid (no supplementary groups) when we are
     root, else as ourselves, in a clean environment. ``stdin``/``stdout``: open files
     for an archive in or out; ``cancel``: an event that stops it (the agent stops).
     Returns a ``proc.Result``."""
     argv = [sys.executable, "-m", "slapnode.software.worker", *map(str, args)]
     drop = {"user": uid, "group": gid, "extra_groups": []} if os.geteuid() == 0 else {}
-    env = proc.clean_env(home)
+    env = proc.clean_env(home, **(extra_env or {}))
     try:
         if stdin is None and stdout is None:
             return proc.run(argv, b"", timeout, 8 << 20, cancel=cancel, env=env, cwd=str(cwd),

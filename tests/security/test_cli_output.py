@@ -52,7 +52,7 @@ def test_serving_on_a_port_in_use_is_one_line_and_exit_1(master, tmp_path):
         busy.listen(1)
         port = busy.getsockname()[1]
         result = subprocess.run(slapnode_cmd("master", "serve", "--data-dir", str(master.data_dir),
-                                             "--listen", f"127.0.0.1:{port}"),
+                                             "--listen", f"127.0.0.1:{port}", "--insecure-http"),
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "already in use" in result.stderr

@@ -1,0 +1,126 @@
+"""The master over HTTPS with its own CA, pinned by fingerprint: a node and a user
+take it once, then trust it only; a wrong fingerprint, a certificate for another
+name, or a client that pinned nothing are refused with a line that says what to check."""
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from slapnode.client import Client
+from slapnode.errors import MasterError, UsageError
+from slapnode.pinning import check_name, take_ca
+
+from .conftest import free_port, run_cli, slapnode_cmd, start_master, stop_process
+
+
+@pytest.fixture(scope="module")
+def tls_master():
+    """A master serving HTTPS for 127.0.0.1 only (its own CA)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="slapnode-tls-")) / "master"
+    proc = None
+    try:
+        proc, url, token, fingerprint = start_master(data_dir, tls=True, names=["127.0.0.1"])
+        yield {"url": url, "token": token, "fingerprint": fingerprint, "data": data_dir}
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_init_prints_the_fingerprint_of_a_ca_kept_private(tls_master):
+    assert re.fullmatch(r"SHA256:[0-9a-f]{64}", tls_master["fingerprint"])
+    tls = tls_master["data"] / "tls"
+    assert oct((tls / "ca.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((tls / "server.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_pinned_ca_is_trusted_and_nothing_else(tls_master, tmp_path):
+    url = tls_master["url"]
+    ca = take_ca(url, tls_master["fingerprint"].upper().replace("SHA256:", "sha256:"),
+                 tmp_path / "ca.pem")
+    client = Client(url, tls_master["token"], ca_file=ca)
+    assert client.me()["name"] == "admin"
+    # the system's trust store knows nothing of this CA: refused, saying what to do
+    with pytest.raises(MasterError, match="certificate is not trusted.*--ca-fingerprint"):
+        Client(url, tls_master["token"], retries=0).me()
+    # a wrong fingerprint: nothing is saved
+    wrong = "SHA256:" + "0" * 64
+    with pytest.raises(UsageError, match="not SHA256:0000"):
+        take_ca(url, wrong, tmp_path / "other.pem")
+    assert not (tmp_path / "other.pem").exists()
+    # the certificate is for 127.0.0.1, not for localhost
+    other_name = url.replace("127.0.0.1", "localhost")
+    with pytest.raises(UsageError, match="does not fit localhost"):
+        check_name(other_name, ca)
+    with pytest.raises(MasterError, match="certificate"):
+        Client(other_name, tls_master["token"], ca_file=ca, retries=0).me()
+
+
+def test_login_writes_a_client_config_that_pins_the_ca(tls_master, tmp_path):
+    env = {"SLAPNODE_CLIENT_CONFIG": str(tmp_path / "client.cfg")}
+    bad = run_cli(["login", tls_master["url"], "--ca-fingerprint", "SHA256:" + "1" * 64],
+                  token=tls_master["token"], env=env, master="")
+    assert bad.exit_code == 2 and "fingerprint" in bad.stderr
+    good = run_cli(["login", tls_master["url"], "--ca-fingerprint", tls_master["fingerprint"]],
+                   token=tls_master["token"], env=env, master="")
+    assert good.exit_code == 0, good.stderr
+    who = run_cli(["user", "whoami"], env=env, master="", token="")
+    assert who.exit_code == 0 and who.stdout.strip() == "admin (admin)"
+
+
+def test_a_node_registers_with_the_pinned_ca(tls_master, tmp_path):
+    admin = Client(tls_master["url"], tls_master["token"],
+                   ca_file=take_ca(tls_master["url"], tls_master["fingerprint"], tmp_path / "a.pem"))
+    name = "tls-node-" + tmp_path.name[-6:].lower().replace("_", "-")
+    token = admin.create_enrollment_token(name)["token"]
+    refused = run_cli(["node", "register", "--master", tls_master["url"], "--token", token,
+                       "--ca-fingerprint", "SHA256:" + "2" * 64, "--config",
+                       str(tmp_path / "node.cfg"), "--partitions", "0", "--isolation", "user"])
+    assert refused.exit_code == 2 and "fingerprint" in refused.stderr
+    assert not (tmp_path / "node.cfg").exists()            # and the token was not used
+    made = run_cli(["node", "register", "--master", tls_master["url"], "--token", token,
+                    "--ca-fingerprint", tls_master["fingerprint"], "--config",
+                    str(tmp_path / "node.cfg"), "--partitions", "0", "--isolation", "user"])
+    assert made.exit_code == 0, made.stderr
+    text = (tmp_path / "node.cfg").read_text()
+    assert "ca_file = " in text
+    from slapnode import nodeconfig
+    from slapnode.cli.node import node_client
+
+    node = node_client(nodeconfig.load(tmp_path / "node.cfg"))
+    assert node.desired_state()["computer"] == name
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="builds run as a software user")
+def test_a_node_builds_a_release_the_tls_master_serves(tls_master, reachable_dir):
+    """The build worker (the software user) fetches the profile from the master over HTTPS:
+    it trusts the pinned CA beside the system's authorities."""
+    from slapnode.format import plan, users
+    from slapnode.software import software_dir
+    from slapnode.software.supply import SoftwarePass
+
+    from .test_software_build import node_config
+
+    url, token = tls_master["url"], tls_master["token"]
+    ca = take_ca(url, tls_master["fingerprint"], reachable_dir / "ca.pem")
+    admin = Client(url, token, ca_file=ca)
+    hello = f"{url}/software-releases/hello/software.cfg"
+    if hello not in {s["url"] for s in admin.list_software()}:
+        admin.add_software(hello, "hello-over-tls")
+    name = "tls-build-" + reachable_dir.name[-6:].lower().replace("_", "-")
+    enrolled = Client(url, ca_file=ca).enroll(admin.create_enrollment_token(name)["token"])
+    node = Client(url, enrolled["credential"], ca_file=ca)
+    node.report_partitions([{"reference": "slappart0"}])
+    admin.supply(hello, name)
+    software_user = f"sn{reachable_dir.name[-6:].lower().replace('_', 'x')}t"
+    users.create_user(software_user, "/nonexistent", plan.SOFTWARE_MARK)
+    try:
+        config = node_config(reachable_dir, software_user, ca_file=str(ca))
+        results = SoftwarePass(config, node).run(node.desired_state())
+        assert [(r.status, r.how) for r in results] == [("available", "built")], results
+        assert (software_dir(config.software_root, hello) / ".completed").exists()
+    finally:
+        users.delete_user(software_user)
