@@ -18,7 +18,7 @@ from dataclasses import dataclass
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def runtime_dir(kind, key):
+def runtime_dir(kind, key, make=True):
     """A directory for files a process that dropped its privileges must still read
     (dnsmasq's hosts): under /run/slapnode when we are root (tmpfs: gone at reboot,
     like the processes), named after ``key`` (a data or state directory, private)."""
@@ -28,6 +28,8 @@ def runtime_dir(kind, key):
     digest = hashlib.sha256(str(Path(key).resolve()).encode()).hexdigest()[:12]
     base = Path("/run/slapnode") if os.geteuid() == 0 else Path(key)
     path = base / f"{kind}-{digest}"
+    if not make:            # (only looking: an unformatted node leaves no empty directory)
+        return path
     path.mkdir(parents=True, exist_ok=True)
     for directory in (base, path):
         os.chmod(directory, 0o755)

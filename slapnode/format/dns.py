@@ -27,10 +27,10 @@ RETRY_AFTER = 60.0          # a resolver that would not start is tried again thi
 _failed_at = {}
 
 
-def directory(config):
+def directory(config, make=True):
     """The resolver's files: readable by dnsmasq once it dropped its privileges, so not
     in the (private) state directory."""
-    return proc.runtime_dir("node-dns", config.state_dir)
+    return proc.runtime_dir("node-dns", config.state_dir, make)
 
 
 def upstream(config):
@@ -58,7 +58,7 @@ def hosts_text(entries):
 
 def args(config, zone, servers, upstream_servers):
     """dnsmasq's command line. Pure. ``servers``: the master's DNS ("host#port")."""
-    d = directory(config)
+    d = directory(config, make=False)      # (a pure reading: ensure makes it)
     user = "dnsmasq"
     try:
         pwd.getpwnam(user)
@@ -84,7 +84,7 @@ def args(config, zone, servers, upstream_servers):
 
 def _pid(config):
     try:
-        pid = int((directory(config) / "dnsmasq.pid").read_text().strip())
+        pid = int((directory(config, make=False) / "dnsmasq.pid").read_text().strip())
         os.kill(pid, 0)
         with open(f"/proc/{pid}/cmdline", "rb") as stream:
             if b"dnsmasq" not in stream.read():
@@ -157,7 +157,7 @@ def stop(config, forget=False):
         if _pid(config) is not None:
             os.kill(pid, signal.SIGKILL)
     if forget:
-        shutil.rmtree(directory(config), ignore_errors=True)
+        shutil.rmtree(directory(config, make=False), ignore_errors=True)
 
 
 def resolv_conf(config, zone):
