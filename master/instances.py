@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 
 from slapnode.states import DESTROYED, REQUESTED_STATES, InstanceStatus
 
-from . import allocation, audit, catalog, groups, limits, names, networks
+from . import allocation, audit, catalog, certificates, groups, limits, names, networks
 from .core import touch_computer, touch_instance
 from .errors import ApiError, BadRequest, Conflict, Forbidden, Invalid, NotFound
 from .models import Computer, Group, Instance, InstancePeriod, Partition, Supply, User, iso, utcnow
@@ -162,6 +162,7 @@ def free(session, instance, reason=""):
     """The instance is gone: free its partition and detach its shared instances."""
     computer_id = _host_computer_id(session, instance)
     allocation.release(session, instance.id)
+    certificates.revoke(session, instance.id)
     session.expire(instance, ["partition"])
     instance.host_instance_id = None
     instance.status = InstanceStatus.DESTROYED

@@ -462,3 +462,19 @@ class Invite(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PartitionCertificate(Base):
+    """A certificate the master's CA signed for an instance's partition (names and
+    addresses); revoked when the instance is destroyed."""
+
+    __tablename__ = "partition_certificates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"),
+                                             index=True)
+    serial: Mapped[str] = mapped_column(String(48), unique=True)
+    names: Mapped[list] = mapped_column(JSON, default=list)
+    not_after: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -15,6 +15,7 @@ again converges.
 """
 
 import concurrent.futures
+import datetime
 import json
 import os
 import random
@@ -23,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import usage
+from . import safefs, usage
 from .deploy import isolation as isolation_mod
-from .deploy import promises
+from .deploy import certificate, promises
 from .deploy import status as _status
 from .deploy.forwards import Forwards
 from .deploy.partition import Partition, inputs_hash, parts_of
@@ -89,6 +90,13 @@ def plan(doc, local, software_digests):
 
 
 status_of = _status.status_of     # (re-exported: the pure rule lives in deploy/status.py)
+
+
+CERT_RETRY = datetime.timedelta(minutes=3)     # a refused certificate is asked for again then
+
+
+def _utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 class LocalState:
@@ -238,6 +246,7 @@ class InstancePass:
         kept = dict(here.get("promises") or {})
         if action.kind == "deploy" and wanted == STARTED:
             self.local.set(action.reference, {**record, "hash": "", "state": ""})
+            self._certificate(partition, instance, record)
             applied = partition.apply(instance, deploy=True, supervise=True, retry_fatal=True)
             record.update(fatal=0, retry_at=0)
             self._seen(record, applied)
@@ -250,6 +259,7 @@ class InstancePass:
                           promises={})
             self._forwarded(partition, record, applied)
         elif wanted == STARTED:
+            self._certificate(partition, instance, record)      # renewed a third before its end
             programs = partition.programs()
             retry = _fatal_backoff(programs, here, action.kind == "start")
             record.update(fatal=retry.get("fatal", 0), retry_at=retry.get("retry_at", 0))
@@ -282,6 +292,21 @@ class InstancePass:
         outcome.shared = [{"instance_id": int(sid), "connection": values,
                            "status": InstanceStatus.READY}
                           for sid, values in (record.get("shared") or {}).items()]
+
+    def _certificate(self, partition, instance, record):
+        """The partition's certificate, made or renewed when due (best effort: a master
+        without a CA, or one that is away, leaves the instance without TLS, not broken)."""
+        if self.client is None or not certificate.due(record, instance["id"], _utcnow()):
+            return
+        try:
+            record["certificate"] = certificate.renew(self.client, partition.part, instance["id"])
+        except MasterError as exc:
+            if exc.status != 409:       # 409: this master has no CA; nothing to say
+                self.say(f"{partition.part.reference}: no certificate now ({exc})")
+            record["certificate"] = {"instance_id": instance["id"], "issued": _utcnow().isoformat(),
+                                     "not_after": (_utcnow() + CERT_RETRY).isoformat()}
+        except (OSError, safefs.Refused) as exc:
+            self.say(f"{partition.part.reference}: certificate not written ({exc})")
 
     def _forwarded(self, partition, record, applied):
         """Publish the ports the partition asks for on the node; their addresses join

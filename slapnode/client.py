@@ -322,6 +322,10 @@ class Client:
         return self.call("POST", "/node/report", json=body)
 
     # binary cache (node side)
+    def sign_certificate(self, partition, instance_id, csr):
+        return self.call("POST", "/node/certificate", json={
+            "partition": partition, "instance_id": instance_id, "csr": csr})
+
     def cache_lookup(self, key):
         try:
             return self.call("GET", f"/node/cache/{key}")

@@ -19,7 +19,8 @@ from .conftest import free_port, run_cli, slapnode_cmd, start_master, stop_proce
 @pytest.fixture(scope="module")
 def tls_master():
     """A master serving HTTPS for 127.0.0.1 only (its own CA)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="slapnode-tls-")) / "master"
+    base = Path(tempfile.mkdtemp(prefix="slapnode-tls-"))
+    data_dir = base / "master"
     proc = None
     try:
         proc, url, token, fingerprint = start_master(data_dir, tls=True, names=["127.0.0.1"])
@@ -27,7 +28,7 @@ def tls_master():
     finally:
         if proc is not None:
             stop_process(proc)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_init_prints_the_fingerprint_of_a_ca_kept_private(tls_master):
@@ -124,3 +125,80 @@ def test_a_node_builds_a_release_the_tls_master_serves(tls_master, reachable_dir
         assert (software_dir(config.software_root, hello) / ".completed").exists()
     finally:
         users.delete_user(software_user)
+
+
+def test_a_partition_serves_https_with_its_own_certificate_renewed_unnoticed(reachable_dir,
+                                                                            monkeypatch):
+    """hello in a real partition: its certificate is signed by the master's CA for the
+    instance's DNS name; a client that trusts only that CA verifies it by name; with a
+    30 s lifetime it is renewed (a new certificate, the same server process)."""
+    import socket
+    import ssl
+    import time
+    import urllib.parse
+
+    from .conftest import require_lxc
+    from .standalone import standalone
+
+    require_lxc()
+    monkeypatch.setenv("SLAPNODE_PARTITION_CERT_SECONDS", "30")
+    with standalone(reachable_dir) as running:
+        running.wait_running()
+        user = Client(running.url, running.token, retries=0)
+        user.request_instance(title="tls-hello", software="hello", parameters={"name": "Ada"})
+        ready = user.call("GET", "/instances/tls-hello", params={"wait": 60})
+        assert ready["status"] == "ready", ready
+        https = urllib.parse.urlsplit(ready["connection"]["url-https"])
+        assert https.hostname == ready["hostname"] and https.port == 8443
+        address = ready["ipv4"]
+        ca = running.data / "master" / "tls" / "ca.pem"
+
+        def fetch(context, name=https.hostname):
+            with socket.create_connection((address, 8443), timeout=5) as raw, \
+                    context.wrap_socket(raw, server_hostname=name) as tls:
+                tls.sendall(f"GET / HTTP/1.0\r\nHost: {name}\r\n\r\n".encode())
+                body = b""
+                while chunk := tls.recv(4096):
+                    body += chunk
+                return body.decode().split("\r\n\r\n", 1)[1], tls.getpeercert()["serialNumber"]
+
+        pinned = ssl.create_default_context(cafile=str(ca))
+        text, first = fetch(pinned)
+        assert text == "Hello, Ada!"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            fetch(ssl.create_default_context())                 # the system's store: no
+        with pytest.raises(ssl.SSLCertVerificationError):
+            fetch(pinned, "another.name.slapnode.internal")     # another name: no
+        server = _processes_with(b"--tls-port\x008443")
+        assert server, "hello's server is not running"
+        deadline = time.monotonic() + 45
+        while True:                                             # renewed at 2/3 of 30 s
+            text, serial = fetch(pinned)
+            assert text == "Hello, Ada!"
+            if serial != first:
+                break
+            assert time.monotonic() < deadline, "the certificate was not renewed"
+            time.sleep(1)
+        assert all(p.exists() for p in server)                  # the same server process
+        # destroyed: every certificate it had is revoked
+        user.change_instance("tls-hello", "destroyed")
+        gone = user.call("GET", "/instances/tls-hello", params={"wait": 30})
+        assert gone["status"] == "destroyed"
+        import sqlite3
+
+        with sqlite3.connect(running.data / "master" / "master.db") as db:
+            rows = db.execute("SELECT revoked_at FROM partition_certificates").fetchall()
+        assert len(rows) >= 2 and all(revoked for (revoked,) in rows)
+
+
+def _processes_with(marker):
+    """/proc entries of the processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    found.append(entry)
+            except OSError:
+                continue
+    return found

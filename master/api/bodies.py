@@ -163,6 +163,12 @@ class Availability(Body):
     max_instances: int = Field(0, ge=0, le=100000)
 
 
+class CertificateRequest(Body):
+    partition: str = Field(max_length=64)
+    instance_id: int = ID
+    csr: str = Field(max_length=8192)
+
+
 class NodeReport(Body):
     availability: Availability | None = None
     software: list[SoftwareStatus] = Field(default_factory=list, max_length=1000)

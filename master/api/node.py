@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from .. import computers
+from .. import certificates, computers
 from ..core import computer_key
-from ..models import Computer
-from .bodies import Capacity, Enrollment, NodeReport, PartitionReport
+from ..models import Computer, iso
+from .bodies import Capacity, CertificateRequest, Enrollment, NodeReport, PartitionReport
 from .deps import master_of, node_of, SafeJSONResponse, StrictRoute, unless_disconnected
 
 router = APIRouter(prefix="/node", tags=["node"], route_class=StrictRoute)
@@ -101,3 +101,18 @@ def report(body: NodeReport, request: Request):
         computers.apply_report(session, computer, body.model_dump())
         return {"computer": computer.name, "revision": computer.revision}
     return master_of(request).write(run)
+
+
+@router.post("/certificate")
+def certificate(body: CertificateRequest, request: Request):
+    """Sign a partition's certificate request (the key stays on the node) for the DNS name
+    of the instance it holds and its addresses, with the master's CA."""
+    node = node_of(request)
+    master = master_of(request)
+
+    def run(session):
+        computer = session.get(Computer, node.computer_id)
+        cert, ca, not_after = certificates.sign(session, master.data_dir, computer, body.partition,
+                                                body.instance_id, body.csr, master.naming)
+        return {"certificate": cert, "ca": ca, "not_after": iso(not_after)}
+    return master.write(run)

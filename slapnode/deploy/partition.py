@@ -20,7 +20,7 @@ from .. import safefs
 from ..errors import SlapnodeError
 from ..format import users as format_users
 from ..software import software_dir
-from . import supervisor
+from . import certificate, supervisor
 
 DEPLOY_TIMEOUT = 900.0          # an instance profile that runs longer than this is stopped
 PROMISE_TIMEOUT = 130.0         # every promise runs at once; each is capped at 60 s
@@ -68,7 +68,7 @@ def inputs_hash(instance, software_digest):
 # parameters, the title, the shared instances, the software type) comes from a
 # requester and is data only (see Template: never template source).
 NODE_VALUES = ("computer", "partition", "ipv4", "ipv6", "partition-root", "software-root",
-               "user", "uid", "gid")
+               "user", "uid", "gid", "cert-file", "key-file", "ca-file")
 
 
 def trusted_values():
@@ -94,6 +94,7 @@ def overrides(config, part, instance):
             "hostname": instance.get("hostname") or part.reference,
             "parameters": json.dumps(parameters, sort_keys=True),
             "shared-instances": json.dumps(instance.get("shared_instances") or [], sort_keys=True),
+            **certificate.paths(part.root),
         },
         "slap-parameter": {k: _parameter_text(v) for k, v in parameters.items()},
     }

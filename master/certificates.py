@@ -1,0 +1,61 @@
+"""Certificates for partitions, signed by the master's CA.
+
+Owns what a node may get signed: a request (CSR) for the partition that holds the
+instance, on that node only, is signed for the instance's DNS name and the
+partition's addresses (never for names the node chose), with the master's lifetime
+(``PARTITION_LIFETIME``; the node renews a third before the end); each signed
+certificate is recorded, and revoked when its instance is destroyed.
+"""
+
+import datetime as dt
+import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select, update
+
+from . import tls
+from .errors import ApiError, BadRequest, NotFound
+from .models import Instance, Partition, PartitionCertificate, utcnow
+
+MAX_CSR = 8192
+# seconds; SLAPNODE_PARTITION_CERT_SECONDS shortens it (tests of renewal)
+PARTITION_LIFETIME = dt.timedelta(
+    seconds=int(os.environ.get("SLAPNODE_PARTITION_CERT_SECONDS") or 90 * 86400))
+
+
+def sign(session, data_dir, computer, partition_ref, instance_id, csr_pem, naming):
+    """(certificate PEM, CA PEM, not_after) for the instance in ``partition_ref``."""
+    if data_dir is None or not tls.paths(data_dir)["ca_key"].exists():
+        raise ApiError("this master has no CA of its own; partitions get no certificate",
+                       status=409)
+    partition = session.scalars(select(Partition).where(
+        Partition.computer_id == computer.id, Partition.reference == partition_ref)).first()
+    if partition is None or partition.instance_id != instance_id:
+        raise NotFound(f"partition {partition_ref!r} of this computer does not hold "
+                       f"instance {instance_id}")
+    if len(csr_pem) > MAX_CSR:
+        raise BadRequest("certificate request too large")
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise BadRequest("not a PEM certificate request") from None
+    if not csr.is_signature_valid:
+        raise BadRequest("the certificate request's signature does not verify")
+    instance = session.get(Instance, instance_id)
+    names = [n for n in (naming.name_of(instance.hostname), partition.ipv4, partition.ipv6) if n]
+    if not names:
+        raise ApiError("the instance has no name or address to certify yet", status=409)
+    ca_key, ca_cert = tls.load_ca(data_dir)
+    cert = tls.issue(ca_key, ca_cert, csr.public_key(), names, PARTITION_LIFETIME)
+    session.add(PartitionCertificate(instance_id=instance_id, serial=format(cert.serial_number, "x"),
+                                     names=names, not_after=cert.not_valid_after_utc))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            ca_cert.public_bytes(serialization.Encoding.PEM).decode(), cert.not_valid_after_utc)
+
+
+def revoke(session, instance_id):
+    """The instance is gone: its certificates are revoked."""
+    session.execute(update(PartitionCertificate).where(
+        PartitionCertificate.instance_id == instance_id, PartitionCertificate.revoked_at.is_(None))
+        .values(revoked_at=utcnow()))
