@@ -95,6 +95,12 @@ status_of = _status.status_of     # (re-exported: the pure rule lives in deploy/
 CERT_RETRY = datetime.timedelta(minutes=3)     # a refused certificate is asked for again then
 
 
+def _with_tls(instance, record):
+    """The instance as deployed: with ``tls`` when the partition has its certificate."""
+    cert = record.get("certificate") or {}
+    return {**instance, "tls": bool(cert.get("ok")) and cert.get("instance_id") == instance["id"]}
+
+
 def _utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -247,13 +253,15 @@ class InstancePass:
         if action.kind == "deploy" and wanted == STARTED:
             self.local.set(action.reference, {**record, "hash": "", "state": ""})
             self._certificate(partition, instance, record)
-            applied = partition.apply(instance, deploy=True, supervise=True, retry_fatal=True)
+            applied = partition.apply(_with_tls(instance, record), deploy=True, supervise=True,
+                                      retry_fatal=True)
             record.update(fatal=0, retry_at=0)
             self._seen(record, applied)
             self._forwarded(partition, record, applied)
         elif action.kind == "deploy":                   # deployed, and kept stopped
             self.local.set(action.reference, {**record, "hash": "", "state": ""})
-            applied = partition.apply(instance, deploy=True, supervise=False)
+            self._certificate(partition, instance, record)
+            applied = partition.apply(_with_tls(instance, record), deploy=True, supervise=False)
             partition.stop()
             record.update(connection=applied.connection, shared=_keys(applied.shared),
                           promises={})
@@ -299,7 +307,8 @@ class InstancePass:
         if self.client is None or not certificate.due(record, instance["id"], _utcnow()):
             return
         try:
-            record["certificate"] = certificate.renew(self.client, partition.part, instance["id"])
+            record["certificate"] = {**certificate.renew(self.client, partition.part,
+                                                         instance["id"]), "ok": True}
         except MasterError as exc:
             if exc.status != 409:       # 409: this master has no CA; nothing to say
                 self.say(f"{partition.part.reference}: no certificate now ({exc})")

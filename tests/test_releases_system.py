@@ -69,6 +69,36 @@ def test_redis_set_get_password_and_persistence(redis_node):
     assert view["connection"]["redis_uses_password"] == "false"
     assert redis_cli(node, view, "SET", "k", "v").stdout.strip() == "OK"
     assert redis_cli(node, view, "GET", "k").stdout.strip() == "v"
+    # TLS on 6380 with the partition's certificate, verified by the instance's DNS name
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(node.master.data_dir / "tls" / "ca.pem"))
+
+    def tls_ping():
+        with socket.create_connection((view["connection"]["redis_ip"], 6380), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname=view["connection"]["redis_hostname"]) as tls:
+            tls.sendall(b"PING\r\n")
+            assert tls.recv(64) == b"+PONG\r\n"
+            return tls.getpeercert()["serialNumber"]
+    first = tls_ping()
+    # renewed (as the agent renews it): redis takes the new certificate without a restart
+    import time
+
+    from slapnode.deploy.certificate import renew
+    from slapnode.deploy.partition import parts_of
+
+    part = parts_of(node.config)[view["partition"]]
+    server = subprocess.run(["pgrep", "-u", str(part.uid), "-f", "redis-server"],
+                            capture_output=True, text=True).stdout.split()
+    renew(node.client, part, next(p["instance"]["id"] for p in node.client.desired_state()["partitions"]
+                                  if p["reference"] == part.reference))
+    deadline = time.monotonic() + 20
+    while tls_ping() == first:
+        assert time.monotonic() < deadline, "redis kept the old certificate"
+        time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-u", str(part.uid), "-f", "redis-server"],
+                          capture_output=True, text=True).stdout.split() == server
 
     node.user_client.change_instance("cache", "stopped")
     node.passes()

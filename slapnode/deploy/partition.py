@@ -94,7 +94,9 @@ def overrides(config, part, instance):
             "hostname": instance.get("hostname") or part.reference,
             "parameters": json.dumps(parameters, sort_keys=True),
             "shared-instances": json.dumps(instance.get("shared_instances") or [], sort_keys=True),
-            **certificate.paths(part.root),
+            # the partition's TLS files, once the node has them ("" before: no TLS yet)
+            **(certificate.paths(part.root) if instance.get("tls") else
+               dict.fromkeys(certificate.paths(part.root), "")),
         },
         "slap-parameter": {k: _parameter_text(v) for k, v in parameters.items()},
     }
