@@ -247,7 +247,8 @@ class InstancePass:
         instance, wanted = action.instance, action.instance["state"]
         here = self.local.get_one(action.reference)
         if action.kind == "deploy":
-            here = {"instance_id": instance["id"], "hash": "", "state": ""}
+            here = {"instance_id": instance["id"], "hash": "", "state": "",
+                    "certificate": here.get("certificate")}
         record = {**here, "instance_id": instance["id"], "hash": action.inputs, "state": wanted}
         kept = dict(here.get("promises") or {})
         if action.kind == "deploy" and wanted == STARTED:
@@ -309,13 +310,12 @@ class InstancePass:
         try:
             record["certificate"] = {**certificate.renew(self.client, partition.part,
                                                          instance["id"]), "ok": True}
-        except MasterError as exc:
-            if exc.status != 409:       # 409: this master has no CA; nothing to say
+        except (MasterError, OSError, safefs.Refused) as exc:
+            if getattr(exc, "status", None) != 409:     # 409: this master has no CA
                 self.say(f"{partition.part.reference}: no certificate now ({exc})")
+            # asked again after CERT_RETRY, not at every pass (no log filled by it)
             record["certificate"] = {"instance_id": instance["id"], "issued": _utcnow().isoformat(),
                                      "not_after": (_utcnow() + CERT_RETRY).isoformat()}
-        except (OSError, safefs.Refused) as exc:
-            self.say(f"{partition.part.reference}: certificate not written ({exc})")
 
     def _forwarded(self, partition, record, applied):
         """Publish the ports the partition asks for on the node; their addresses join

@@ -33,7 +33,9 @@ async def login(request: Request):
     method = "token" if form.get("method") == "token" else "password"
     name = (form.get("name") or "").strip()[:64]
     address = _address(request)
-    key = name if method == "password" else "token"
+    # a token names no user: its failures count per address only (one shared "token"
+    # bucket would let anyone lock every token sign-in out with five wrong tries)
+    key = name if method == "password" else f"token@{address}"
     master = render.master_of(request)
     wait = throttle.wait(key, address)
     if wait:

@@ -5,14 +5,13 @@ monitoring, My Networks and My Groups."""
 import urllib.parse
 
 from fastapi import APIRouter, Request
-from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from .. import allocation, computers, credit, groups, networks, usage, users
 from ..errors import ApiError, BadRequest, Forbidden, NotFound
 from ..models import Computer
 from . import plots, render
-from .services import _range, _window
+from .services import _range, _window, charts
 
 router = APIRouter(include_in_schema=False)
 
@@ -89,9 +88,8 @@ def server_page(request: Request, name: str):
         shown = computers.list_for(session, me.principal, name)[0]
         shown["credit"] = credit.for_computers(session, [computer])[0]["credit"]
         series = usage.computer_series(session, computer.id, since, until)
-    charts = [Markup(plots.chart(plots.values(series, metric), metric, since, until))
-              for metric in plots.METRICS]
-    return render.page(request, "server.html", me=me, computer=shown, charts=charts,
+    return render.page(request, "server.html", me=me, computer=shown,
+                       charts=charts(series, since, until),
                        range_name=range_name, ranges=list(plots.RANGES), scopes=allocation.SCOPES,
                        notice=render.notice_of(request))
 

@@ -250,7 +250,8 @@ def _secret(key):
     return any(word in key.lower() for word in SECRET_WORDS)
 
 
-def charts(series, range_name, since, until):
+def charts(series, since, until):
+    """The monitoring plots of a usage series, one per metric."""
     return [Markup(plots.chart(plots.values(series, metric), metric, since, until))
             for metric in plots.METRICS]
 
@@ -280,7 +281,7 @@ def instance_page(request: Request, title: str):
     parameters = forms.to_xml(view["parameters"]) if view["parameters"] else ""
     return render.page(request, "instance.html", me=me, view=view, owner=owner,
                        connection=connection, parameters_xml=parameters,
-                       charts=charts(series, range_name, since, until), range_name=range_name,
+                       charts=charts(series, since, until), range_name=range_name,
                        ranges=list(plots.RANGES), notice=render.notice_of(request), error="")
 
 
