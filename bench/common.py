@@ -70,15 +70,17 @@ def print_rows(rows, columns):
         print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
 
 
-def make_node(master_url, admin_client, base, prefix, partitions, isolation, ipv4_range, name="bench"):
-    """Register and format a node whose names all start with ``prefix``. Returns (config, path)."""
+def make_node(master_url, admin_client, base, prefix, partitions, isolation, ipv4_range, name="bench",
+              register=()):
+    """Register and format a node whose names all start with ``prefix`` (``register``: more
+    arguments for `node register`, e.g. --ca-fingerprint). Returns (config, path)."""
     token = admin_client.create_enrollment_token(name, scope="public")["token"]
     path = Path(base) / "node.cfg"
     timed(SLAPNODE + ["node", "register", "--master", master_url, "--token", token, "--config",
                       str(path), "--partitions", str(partitions), "--user-prefix", f"{prefix}u",
                       "--instance-root", str(Path(base) / "srv"), "--software-root",
                       str(Path(base) / "soft"), "--bridge", prefix, "--ipv4-range", ipv4_range,
-                      "--isolation", isolation])
+                      "--isolation", isolation, *register])
     config = nodeconfig.load(path)
     config.software_user, config.state_dir = f"{prefix}s", str(Path(base) / "state")
     nodeconfig.save(config, path)

@@ -56,6 +56,8 @@ class BodyLimit:
     def cap(path):
         if path.startswith(f"{API}/node/cache/"):
             return None
+        if path == f"{API}/node/mail":
+            return limits.MAX_MAIL_BODY
         return limits.MAX_REPORT_BODY if path == f"{API}/node/report" else limits.MAX_BODY
 
     async def __call__(self, scope, receive, send):
@@ -166,6 +168,18 @@ def create_app(master):
         if not path or not path.exists():
             raise ApiError("this master has no CA of its own", status=404)
         return PlainTextResponse(path.read_text(), media_type="application/x-pem-file")
+
+    @app.get(f"{API}/ca.crl", tags=["health"], response_class=PlainTextResponse)
+    def revocation_list():
+        """The CA's revocation list (PEM): the partitions' certificates of destroyed
+        instances, signed now, good for a day."""
+        from . import certificates
+
+        if not master.data_dir or not tls.paths(master.data_dir)["ca_key"].exists():
+            raise ApiError("this master has no CA of its own", status=404)
+        with master.read() as session:
+            text = certificates.revocation_list(session, master.data_dir)
+        return PlainTextResponse(text, media_type="application/x-pem-file")
 
     @app.get(f"{API}/health", tags=["health"])
     def health():

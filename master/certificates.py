@@ -4,14 +4,15 @@ Owns what a node may get signed: a request (CSR) for the partition that holds th
 instance, on that node only, is signed for the instance's DNS name and the
 partition's addresses (never for names the node chose), with the master's lifetime
 (``PARTITION_LIFETIME``; the node renews a third before the end); each signed
-certificate is recorded, and revoked when its instance is destroyed.
+certificate is recorded, and revoked when its instance is destroyed (the CA's revocation
+list names it until it expires).
 """
 
 import datetime as dt
 import os
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import select, update
 
 from . import tls
@@ -59,3 +60,24 @@ def revoke(session, instance_id):
     session.execute(update(PartitionCertificate).where(
         PartitionCertificate.instance_id == instance_id, PartitionCertificate.revoked_at.is_(None))
         .values(revoked_at=utcnow()))
+
+
+CRL_LIFETIME = dt.timedelta(days=1)
+
+
+def revocation_list(session, data_dir, now=None):
+    """The CA's certificate revocation list (PEM), signed now and good for a day: the
+    revoked partition certificates that have not expired yet."""
+    now = now or utcnow()
+    ca_key, ca_cert = tls.load_ca(data_dir)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now).next_update(now + CRL_LIFETIME))
+    for serial, revoked_at in session.execute(
+            select(PartitionCertificate.serial, PartitionCertificate.revoked_at)
+            .where(PartitionCertificate.revoked_at.is_not(None),
+                   PartitionCertificate.not_after > now)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
+            .revocation_date(revoked_at).build())
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM).decode()

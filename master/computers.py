@@ -214,6 +214,7 @@ def desired_state(session, computer, naming=None):
                     "id": placed[p.id].id,
                     "title": placed[p.id].title,
                     "hostname": naming.name_of(placed[p.id].hostname),
+                    "mail_from": naming.mail_from(placed[p.id].hostname),
                     "software": placed[p.id].sr_url,
                     "type": placed[p.id].software_type,
                     "state": placed[p.id].requested_state,

@@ -23,6 +23,11 @@ def default_url(data_dir):
     return f"sqlite:///{Path(data_dir).resolve() / SQLITE_NAME}"
 
 
+# what master.cfg holds: the database, the zone, the certificate's names, the smarthost
+SAVED = ("db", "domain", "names", "smtp_relay", "smtp_tls", "smtp_user", "smtp_password",
+         "smtp_ca_file", "mail_domain")
+
+
 def read_settings(data_dir):
     """What ``master init`` saved in master.cfg: {"db": URL, "domain": zone, "names": the
     names and addresses of its certificate, comma-separated}, as given."""
@@ -31,7 +36,7 @@ def read_settings(data_dir):
     if saved.exists():
         for line in saved.read_text().splitlines():
             key, sep, value = line.partition("=")
-            if sep and key.strip() in ("db", "domain", "names"):
+            if sep and key.strip() in SAVED:
                 settings[key.strip()] = value.strip()
     return settings
 
@@ -42,8 +47,10 @@ def resolve_url(data_dir, url=None):
 
 
 def save_settings(data_dir, **values):
-    """Remember settings for ``master serve`` (a URL may hold a password: 0600)."""
-    settings = {**read_settings(data_dir), **{k: v for k, v in values.items() if v}}
+    """Remember settings for ``master serve`` (a URL or the smarthost's credentials may
+    hold a password: 0600). A value of None keeps what was saved, "" forgets it."""
+    settings = {**read_settings(data_dir), **{k: v for k, v in values.items() if v is not None}}
+    settings = {k: v for k, v in settings.items() if v != ""}
     path = Path(data_dir) / CONFIG_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as stream:

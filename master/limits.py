@@ -16,6 +16,7 @@ import unicodedata
 
 MAX_BODY = 1 << 20                  # bytes of a JSON request body
 MAX_REPORT_BODY = 8 << 20           # a node's report of all its partitions
+MAX_MAIL_BODY = 15 << 20            # a message of 10 MiB, in base64, passed on by a node
 MAX_PARAMETERS = 256 << 10          # bytes of an instance's parameters, as JSON (as the CLI)
 MAX_CONNECTION = 256 << 10          # bytes of what an instance publishes, as JSON
 MAX_INT = 2**31 - 1                 # integers compared in SQL fit an INTEGER column

@@ -67,9 +67,14 @@ class Naming:
 
     zone: str = DEFAULT_ZONE
     servers: list = field(default_factory=list)
+    mail_domain: str = ""       # where instances send mail from [the zone]
 
     def name_of(self, relative):
         return fqdn(relative, self.zone)
+
+    def mail_from(self, relative):
+        """The address an instance sends mail from: its relative name at the mail domain."""
+        return f"{relative}@{self.mail_domain or self.zone}" if relative else ""
 
     def document(self):
         """What a node needs to know about names (part of its desired state)."""

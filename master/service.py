@@ -57,11 +57,12 @@ def tls_names(data_dir, host=None):
     return names
 
 
-def init(data_dir, url=None, domain=None, currency=None, names=None):
+def init(data_dir, url=None, domain=None, currency=None, names=None, mail=None):
     """Create or upgrade the database; make sure an admin exists; remember the DNS
     zone of instance names (``domain``; the default, or what an earlier init saved)
     and the currency of prices and invoices (``currency``; EUR the first time, then
-    kept; it cannot change once an invoice exists).
+    kept; it cannot change once an invoice exists); ``mail``: the smarthost settings
+    to save ({"smtp_relay": "HOST:PORT", ...}; see master/mail.py), kept otherwise.
 
     Returns (url, admin token). Running it again keeps everything: the
     migrations are idempotent and the saved admin token is reused.
@@ -93,7 +94,8 @@ def init(data_dir, url=None, domain=None, currency=None, names=None):
         dbmod.migrate(master.db)
         # only a database that works is remembered
         dbmod.save_settings(data_dir, db=url if url != dbmod.default_url(data_dir) else None,
-                            domain=domain, names=",".join(names) if names else None)
+                            domain=domain, names=",".join(names) if names else None,
+                            **(mail or {}))
         token_file = data_dir / ADMIN_TOKEN_FILE
 
         def ensure_admin(session):
@@ -206,7 +208,8 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
                                     f"run `slapnode master init --data-dir {data_dir}` first")
     if dbmod.is_sqlite(url) and not Path(url.split(":///", 1)[-1]).exists():
         raise not_initialised
-    zone = check_zone(dbmod.read_settings(data_dir).get("domain") or DEFAULT_ZONE)
+    saved = dbmod.read_settings(data_dir)
+    zone = check_zone(saved.get("domain") or DEFAULT_ZONE)
     servers = []
     if dns:
         dns_host, dns_port = dns_advertise or dns
@@ -215,7 +218,7 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
                                 "it at with --dns-advertise HOST:PORT")
         servers = [f"{dns_host}#{dns_port}"]
     master = Master(url, releases_dir=releases_dir(), data_dir=data_dir,
-                    naming=Naming(zone, servers))
+                    naming=Naming(zone, servers, saved.get("mail_domain") or ""))
     if not dbmod.is_migrated(master.db):
         master.dispose()
         raise not_initialised

@@ -487,6 +487,8 @@ class Daemon:
         self.revision = None
         self.software_thread = None
         self.passes = 0
+        self.relay = None                   # the partitions' mail relay (slapnode/mail/)
+        self.relay_retry = 0.0
         self.availability = None            # the volunteer's policy now (what to report)
         self.availability_sent = None
         self.policy = None
@@ -605,6 +607,7 @@ class Daemon:
             self._report_availability(doc)
             if self.policy is not None and not self.policy.running:
                 continue        # frozen or paused: nothing may run inside the partitions now
+            self._mail(doc)         # before: a service may send as soon as it starts
             outcomes = self.instances.run(doc, only_changed_reports=doc is last_doc)
             if doc is not last_doc:
                 settle = None   # a new desired state: its requests get the quick checks
@@ -614,6 +617,37 @@ class Daemon:
             last_doc = doc
         if self.software_thread is not None:    # builds in flight were told to stop: wait
             self.software_thread.join(30)       # for them, so none outlives the daemon
+        if self.relay is not None:
+            self.relay.stop()
+
+    def _mail(self, doc):
+        """The partitions' mail relay: started with the first pass, then told at each
+        which partitions hold an instance, and its address. One that cannot listen is tried
+        again a minute later, and said once."""
+        from . import nodeconfig
+        from .mail import rules
+
+        if not nodeconfig.relays_mail(self.config):
+            return
+        if self.relay is None:
+            if time.monotonic() < self.relay_retry:
+                return
+            from .mail.relay import Relay
+
+            relay = Relay(self.config, self.client, self.say)
+            try:
+                relay.start()
+            except OSError as exc:
+                if not self.relay_retry:
+                    self.say(f"the partitions' mail relay is not running: port "
+                             f"{self.config.mail_port} of the bridge's gateway is not free "
+                             f"({exc.strerror}); free it or set mail_port in [mail]")
+                self.relay_retry = time.monotonic() + 60
+                return
+            self.relay = relay
+            self.say(f"the partitions' mail relay listens on port {self.config.mail_port} of "
+                     "the bridge's gateway")
+        self.relay.update(rules.senders(doc, parts_of(self.config)), doc.get("computer", ""))
 
     def _software_pending(self, doc):
         """(a supplied release is unbuilt and may be tried now, when the next one may be)."""

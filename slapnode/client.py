@@ -326,6 +326,14 @@ class Client:
         return self.call("POST", "/node/certificate", json={
             "partition": partition, "instance_id": instance_id, "csr": csr})
 
+    def send_mail(self, partition, instance_id, sender, recipients, message):
+        """Pass a partition's message (bytes) on to the master's smarthost."""
+        import base64
+
+        return self.call("POST", "/node/mail", timeout=max(self.timeout, 60), json={
+            "partition": partition, "instance_id": instance_id, "sender": sender,
+            "recipients": list(recipients), "message": base64.b64encode(message).decode()})
+
     def cache_lookup(self, key):
         try:
             return self.call("GET", f"/node/cache/{key}")

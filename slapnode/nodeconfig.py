@@ -88,13 +88,18 @@ class NodeConfig:
     memory_limit_mb: int = 1024
     cpu_limit_pct: int = 100        # of one CPU
     pids_limit: int = 512
+    # [mail] the relay partitions send mail through (slapnode/mail/; needs isolation = lxc)
+    mail: bool = True
+    mail_port: int = 25             # on the bridge's gateway addresses
+    mail_per_hour: int = 100        # messages each partition may send in an hour
     # [policy] the volunteer's rules over all partitions together (slapnode/policy.py)
     policy: policy_mod.Policy = field(default_factory=policy_mod.Policy)
 
     SECTIONS = {"network": ("bridge", "bridge_type", "ipv4_range", "ipv6_range", "ipv6_source",
                             "ipv6_uplink", "tap", "tap_prefix", "netns", "outbound",
                             "forward_ports", "public_ipv4", "dns", "dns_upstream"),
-                "limits": ("memory_limit_mb", "cpu_limit_pct", "pids_limit")}
+                "limits": ("memory_limit_mb", "cpu_limit_pct", "pids_limit"),
+                "mail": ("mail", "mail_port", "mail_per_hour")}
 
     @classmethod
     def section_of(cls, name):
@@ -173,7 +178,7 @@ def save(config, path=None):
     if not config.state_dir:
         config.state_dir = default_state_dir(path)
     parser = configparser.ConfigParser(interpolation=None)
-    for section in ("node", "network", "limits", "policy"):
+    for section in ("node", "network", "limits", "mail", "policy"):
         parser.add_section(section)
     for key, value in policy_mod.to_items(config.policy):
         parser.set("policy", key, value)
@@ -191,6 +196,12 @@ def save(config, path=None):
         parser.write(stream)
     os.replace(tmp, path)
     return path
+
+
+def relays_mail(config):
+    """Whether this node runs the partitions' mail relay: [mail] mail = true, and LXC (a
+    partition is known by its own address only in its own network namespace)."""
+    return config.mail and config.isolation == "lxc" and not config.netns
 
 
 def check(config, other_networks=()):
@@ -223,9 +234,11 @@ def check(config, other_networks=()):
             problems.append(f"{root} {getattr(config, root)!r} must be an absolute path")
     if os.path.abspath(config.instance_root) == os.path.abspath(config.software_root):
         problems.append("instance_root and software_root must differ")
-    for limit in ("memory_limit_mb", "cpu_limit_pct", "pids_limit"):
+    for limit in ("memory_limit_mb", "cpu_limit_pct", "pids_limit", "mail_per_hour"):
         if getattr(config, limit) <= 0:
             problems.append(f"{limit} must be a positive number")
+    if not 0 < config.mail_port < 65536:
+        problems.append(f"mail_port = {config.mail_port}: must be a TCP port (25)")
     if config.ipv6_source not in IPV6_SOURCES:
         problems.append(f"ipv6_source {config.ipv6_source!r} must be ula or global")
     for parse, name in ((parse_outbound, "outbound"), (parse_port_range, "forward_ports")):

@@ -588,6 +588,116 @@ def test_a_condor_worker_on_another_node_joins_the_pool_over_ipv6(net, user):
     assert out.read_text().strip() == f"hello from {worker['hostname']}"
 
 
+MAILER = r"""[buildout]
+parts = mail notify publish
+[mail]
+recipe = slapnode:sendmail
+relay = ${slap-configuration:mail-relay}
+[notify]
+recipe = slapnode:service
+command = /bin/sh -c "printf 'To: ops@example.test\nBcc: audit@example.test\nSubject: started\n\nthe service is up\n' | sendmail -t -oi; exec sleep 86400"
+[publish]
+recipe = slapnode:publish
+mail-from = ${slap-configuration:mail-from}
+relay = ${slap-configuration:mail-relay}
+sendmail = ${mail:path}
+"""
+FLOOD = """import smtplib, sys
+host, port = sys.argv[1].rsplit(":", 1)
+smtp = smtplib.SMTP(host, int(port), timeout=30)
+for i in range(int(sys.argv[2])):
+    smtp.sendmail("forged@bank.example", ["ops@example.test"], f"Subject: {i}\\r\\n\\r\\nunit {i}\\r\\n")
+try:
+    smtp.sendmail("forged@bank.example", ["ops@example.test"], "Subject: one more\\r\\n\\r\\nx\\r\\n")
+    print("accepted")
+except smtplib.SMTPResponseException as e:
+    print(e.smtp_code, e.smtp_error.decode())
+"""
+PROBE = """import smtplib, sys
+try:
+    smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=5).sendmail("a@b.example", ["ops@example.test"], "x")
+    print("relayed")
+except smtplib.SMTPResponseException as e:
+    print("refused", e.smtp_code, e.smtp_error.decode())
+except OSError as e:
+    print("refused", type(e).__name__)
+"""
+
+
+def _caught(log, count, seconds=30):
+    lines = []
+
+    def enough():
+        nonlocal lines
+        lines = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
+        return len(lines) >= count
+    _wait(enough, seconds, f"{count} message(s) at the catcher")
+    return lines
+
+
+def test_partitions_send_mail_through_their_node_from_their_own_address(net, user):
+    """sendmail in a partition -> the node's relay -> the master -> the smarthost (a
+    catcher in the upstream): the instance's address, the header naming it, 100 an hour,
+    and nobody else relays."""
+    log = net.base / "caught.jsonl"
+    catcher = subprocess.Popen(in_ns(net.upstream, sys.executable, ROOT / "tests" / "mailcatcher.py",
+                                     UP4, 25, log), stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    net.processes.append(catcher)
+    master_dir = net.base / "master"
+    route = [f"{nodeconfig.load(net.nodes['b'].config_path).ipv4_range}", "via", NODES["b"][0]]
+    try:
+        assert catcher.stdout.readline().strip() == "ready"
+        init = subprocess.run(slapnode_cmd("master", "init", "--data-dir", master_dir,
+                                           "--smtp-relay", f"{UP4}:25", "--smtp-tls", "none"),
+                              capture_output=True, text=True, timeout=120)
+        assert init.returncode == 0, init.stderr
+        url = _release(net, "mailer", MAILER)
+        view = _request(net, user, "mailer", url, "b")
+        node = net.nodes["b"]
+        sender = view["connection"]["mail-from"]
+        assert sender == f"{view['hostname'].split('.grid.test')[0]}@grid.test"
+        # the service's own `sendmail -t` (found on its PATH) as it started
+        [first] = _caught(log, 1)
+        assert first["mail_from"] == sender
+        assert sorted(first["rcpt_tos"]) == ["audit@example.test", "ops@example.test"]
+        assert first["data"].startswith(f"X-Slapnode-Instance: {view['hostname']} (instance ")
+        assert "Bcc" not in first["data"] and "the service is up" in first["data"]
+        # 99 more in one connection (whatever sender they claim), then the 101st is refused
+        flood = node.inside(view, "/usr/bin/python3", "-c", FLOOD, view["connection"]["relay"],
+                            "99", timeout=120)
+        assert flood.stdout.startswith("450 4.7.1 this partition sent 100 messages"), \
+            flood.stdout + flood.stderr
+        assert "mail_per_hour" in flood.stdout
+        caught = _caught(log, 100)
+        assert len(caught) == 100 and {m["mail_from"] for m in caught} == {sender}
+        script = f"printf 'Subject: x\\n\\ny\\n' | {view['connection']['sendmail']} ops@example.test; echo rc=$?"
+        refused = node.inside(view, "/bin/sh", "-c", script)
+        assert "rc=75" in refused.stdout and "450 4.7.1" in refused.stderr, refused
+        # an instance that did not declare it sends mail is told how to
+        quiet = _request(net, user, "quiet", "hello", "b", {"name": "quiet"})
+        told = node.inside(quiet, "/usr/bin/python3", "-c", PROBE,
+                           view["connection"]["relay"].split(":")[0], "25")
+        assert told.stdout.startswith("refused 550 5.7.1") and "recipe = slapnode:sendmail" \
+            in told.stdout, told.stdout + told.stderr
+        # nobody else relays: not the node itself, not a host of the upstream that routes
+        # to the partitions' network
+        gateway = str(nodeconfig.gateway_v4(node.config))
+        assert node.run(sys.executable, "-c", PROBE, gateway, "25").stdout.startswith("refused")
+        sh("ip", "route", "add", *route, ns=net.upstream)
+        outside = sh(sys.executable, "-c", PROBE, gateway, "25", ns=net.upstream)
+        assert outside.stdout.startswith("refused"), outside.stdout + outside.stderr
+        assert len(_caught(log, 100)) == 100
+        # the master counted, per hour, and kept no content
+        sent = [e for e in net.client(user).instance_history("mailer") if e["action"] == "mail sent"]
+        assert sum(e["detail"]["messages"] for e in sent) == 100
+    finally:
+        sh("ip", "route", "del", *route, ns=net.upstream, check=False)
+        subprocess.run(slapnode_cmd("master", "init", "--data-dir", master_dir, "--smtp-relay",
+                                    "none"), capture_output=True, timeout=120)
+        stop_group(catcher, 5)
+
+
 def test_unformat_leaves_no_table_resolver_or_route(net, user):
     node = net.nodes["b"]
     config = node.config

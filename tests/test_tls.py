@@ -202,3 +202,42 @@ def _processes_with(marker):
             except OSError:
                 continue
     return found
+
+
+def test_a_destroyed_instances_certificate_is_in_the_published_revocation_list(tls_master,
+                                                                              tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    url = tls_master["url"]
+    ca = take_ca(url, tls_master["fingerprint"], tmp_path / "ca.pem")
+    admin = Client(url, tls_master["token"], ca_file=ca, retries=0)
+    hello = f"{url}/software-releases/hello/software.cfg"
+    if hello not in {s["url"] for s in admin.list_software()}:     # (another test's, maybe)
+        admin.add_software(hello, "hello-crl")
+    token = admin.create_enrollment_token("crl-node", scope="public")["token"]
+    node = Client(url, Client(url, ca_file=ca).enroll(token)["credential"], ca_file=ca, retries=0)
+    node.report_partitions([{"reference": "slappart0", "ipv4": "10.9.0.2", "ipv6": "fd00::2"}])
+    admin.request_instance(title="crl-web", software=hello, parameters={},
+                           node={"computer": "crl-node"})
+    [item] = node.desired_state()["partitions"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crl")]))
+           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+    signed = x509.load_pem_x509_certificate(
+        node.sign_certificate("slappart0", item["instance"]["id"], csr)["certificate"].encode())
+    ca_cert = x509.load_pem_x509_certificate(Path(ca).read_bytes())
+
+    def crl():
+        listed = x509.load_pem_x509_crl(admin.session.get(
+            f"{url}/api/v1/ca.crl", verify=str(ca), timeout=10).content)
+        assert listed.is_signature_valid(ca_cert.public_key())
+        return listed
+    assert crl().get_revoked_certificate_by_serial_number(signed.serial_number) is None
+    admin.change_instance("crl-web", "destroyed")
+    node.report(instances=[{"partition": "slappart0", "instance_id": item["instance"]["id"],
+                            "status": "destroyed"}])
+    assert crl().get_revoked_certificate_by_serial_number(signed.serial_number) is not None

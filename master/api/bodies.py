@@ -169,6 +169,15 @@ class CertificateRequest(Body):
     csr: str = Field(max_length=8192)
 
 
+class MailRequest(Body):
+    """A message a partition sent through its node's relay (``message``: base64)."""
+    partition: str = Field(max_length=64)
+    instance_id: int = ID
+    sender: str = Field(max_length=320)
+    recipients: list[str] = Field(min_length=1, max_length=100)
+    message: str = Field(max_length=14 << 20)
+
+
 class NodeReport(Body):
     availability: Availability | None = None
     software: list[SoftwareStatus] = Field(default_factory=list, max_length=1000)

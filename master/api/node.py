@@ -12,7 +12,8 @@ from fastapi.responses import Response
 from .. import certificates, computers
 from ..core import computer_key
 from ..models import Computer, iso
-from .bodies import Capacity, CertificateRequest, Enrollment, NodeReport, PartitionReport
+from .bodies import (Capacity, CertificateRequest, Enrollment, MailRequest, NodeReport,
+                     PartitionReport)
 from .deps import master_of, node_of, SafeJSONResponse, StrictRoute, unless_disconnected
 
 router = APIRouter(prefix="/node", tags=["node"], route_class=StrictRoute)
@@ -116,3 +117,48 @@ def certificate(body: CertificateRequest, request: Request):
                                                 body.instance_id, body.csr, master.naming)
         return {"certificate": cert, "ca": ca, "not_after": iso(not_after)}
     return master.write(run)
+
+
+@router.post("/mail")
+def mail(body: MailRequest, request: Request):
+    """Pass on a message one of the node's partitions sent: from the instance's own
+    address, with the header naming it, to the master's smarthost; counted (not kept)
+    in the instance's audit trail. 503 when the master has no smarthost, 502 when the
+    smarthost does not take it now, 422 when it refuses it."""
+    import base64
+    import binascii
+
+    from .. import db as dbmod, mail as mailmod
+    from ..errors import ApiError, BadRequest
+
+    node = node_of(request)
+    master = master_of(request)
+    smarthost = mailmod.smarthost_of(dbmod.read_settings(master.data_dir)) \
+        if master.data_dir else None
+    if smarthost is None:
+        raise ApiError("this master sends no mail: its admin sets a smarthost with "
+                       "`slapnode master init --smtp-relay HOST:PORT`", status=503)
+    mailmod.check_recipients(body.recipients)
+    try:
+        message = base64.b64decode(body.message, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("message: not base64") from None
+    if len(message) > mailmod.MAX_MESSAGE:
+        raise BadRequest(f"message larger than {mailmod.MAX_MESSAGE >> 20} MiB")
+
+    def check(session):
+        computer = session.get(Computer, node.computer_id)
+        return mailmod.sender_for(session, computer, body.partition, body.instance_id,
+                                  master.naming)
+    with master.read() as session:
+        sender, title, header = check(session)
+    if body.sender != sender:
+        raise BadRequest(f"the sender of instance {body.instance_id} is {sender}, "
+                         f"not {body.sender[:80]}")
+    accepted = mailmod.send(smarthost, sender, body.recipients,
+                            mailmod.with_header(message, header))
+
+    def count(session):
+        return mailmod.count(session, node, body.instance_id, title, accepted)
+    master.write(count)
+    return {"sender": sender, "recipients": accepted}

@@ -36,7 +36,21 @@ def group():
 @click.option("--name", "names", multiple=True, metavar="NAME",
               help="A DNS name or address the master is reached at, for its certificate "
                    "(repeatable) [this machine's names and loopback]; kept for later runs.")
-def init(data_dir, db_url, domain, currency, names):
+@click.option("--smtp-relay", metavar="HOST:PORT",
+              help="The smarthost mail from partitions leaves through, e.g. smtp.example.org:587 "
+                   "('none' forgets it); kept for later runs.")
+@click.option("--smtp-tls", type=click.Choice(["starttls", "tls", "none"]),
+              help="How TLS is spoken with the smarthost [starttls].")
+@click.option("--smtp-user", metavar="NAME", help="Sign in to the smarthost as NAME; the "
+              "password comes from --smtp-password-file or SLAPNODE_SMTP_PASSWORD.")
+@click.option("--smtp-password-file", type=click.Path(dir_okay=False, exists=True),
+              metavar="PATH", help="A file whose first line is the smarthost password.")
+@click.option("--smtp-ca-file", type=click.Path(dir_okay=False, exists=True), metavar="PATH",
+              help="Trust this CA for the smarthost's certificate [the system's store].")
+@click.option("--mail-domain", metavar="DOMAIN",
+              help="Instances send from NAME@DOMAIN [the DNS zone]; kept for later runs.")
+def init(data_dir, db_url, domain, currency, names, smtp_relay, smtp_tls, smtp_user,
+         smtp_password_file, smtp_ca_file, mail_domain):
     """Create (or upgrade) the master's database; print the admin token last.
 
     Safe to run again: nothing is wiped, and the same admin token is printed.
@@ -46,11 +60,26 @@ def init(data_dir, db_url, domain, currency, names):
       slapnode master init --data-dir /var/lib/slapnode/master
       slapnode master init --data-dir ./m --db postgresql+psycopg://slap:pw@localhost/slapnode
       slapnode master init --data-dir ./m --domain grid.example.org --currency CHF
+      SLAPNODE_SMTP_PASSWORD=... slapnode master init --data-dir ./m \\
+          --smtp-relay smtp.example.org:587 --smtp-user grid
     """
+    import os
+
+    from ..master import mail as mailmod
     from ..master import service
 
+    password = os.environ.get("SLAPNODE_SMTP_PASSWORD")
+    if smtp_password_file:
+        with open(smtp_password_file, encoding="utf-8", errors="replace") as stream:
+            password = stream.readline().rstrip("\r\n")
     try:
-        url, token, fingerprint = service.init(data_dir, db_url, domain, currency, list(names))
+        mail = mailmod.settings_from(smtp_relay, smtp_tls, smtp_user, password,
+                                     smtp_ca_file and os.path.abspath(smtp_ca_file), mail_domain)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        url, token, fingerprint = service.init(data_dir, db_url, domain, currency, list(names),
+                                               mail)
     except Exception as exc:
         raise _db_error(exc, db_url) from None
     where = "SQLite in " + data_dir if url.startswith("sqlite") else url.split("@")[-1]
@@ -58,6 +87,9 @@ def init(data_dir, db_url, domain, currency, names):
                f"{data_dir}/{service.ADMIN_TOKEN_FILE} (mode 0600)", err=True)
     click.echo(f"the master's CA (give it to nodes and users: --ca-fingerprint): {fingerprint}",
                err=True)
+    from ..master import db as dbmod
+
+    click.echo(mailmod.describe(dbmod.read_settings(data_dir)), err=True)
     click.echo(token)
 
 

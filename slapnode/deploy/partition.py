@@ -68,7 +68,8 @@ def inputs_hash(instance, software_digest):
 # parameters, the title, the shared instances, the software type) comes from a
 # requester and is data only (see Template: never template source).
 NODE_VALUES = ("computer", "partition", "ipv4", "ipv6", "partition-root", "software-root",
-               "user", "uid", "gid", "cert-file", "key-file", "ca-file")
+               "user", "uid", "gid", "cert-file", "key-file", "ca-file", "mail-relay",
+               "mail-from")
 
 
 def trusted_values():
@@ -77,6 +78,15 @@ def trusted_values():
 
 def _parameter_text(value):
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def mail_relay(config):
+    """HOST:PORT of the node's mail relay as partitions reach it ("" without one). Pure."""
+    from .. import nodeconfig
+
+    if not nodeconfig.relays_mail(config):
+        return ""
+    return f"{nodeconfig.gateway_v4(config)}:{config.mail_port}"
 
 
 def overrides(config, part, instance):
@@ -92,6 +102,9 @@ def overrides(config, part, instance):
             "software-root": str(sr_dir), "user": part.user,
             "uid": str(part.uid), "gid": str(part.gid),
             "hostname": instance.get("hostname") or part.reference,
+            # the node's relay and the address mail leaves from (slapnode:sendmail)
+            "mail-relay": mail_relay(config),
+            "mail-from": instance.get("mail_from") or "",
             "parameters": json.dumps(parameters, sort_keys=True),
             "shared-instances": json.dumps(instance.get("shared_instances") or [], sort_keys=True),
             # the partition's TLS files, once the node has them ("" before: no TLS yet)

@@ -101,6 +101,13 @@ def ruleset(config, forwards=(), public_ipv4="", ports=()):
     if config.dns:
         to_node += [f"ip daddr {gw4} meta l4proto {{ tcp, udp }} th dport 53 accept",
                     f"ip6 daddr {gw6} meta l4proto {{ tcp, udp }} th dport 53 accept"]
+    mail = []
+    if nodeconfig.relays_mail(config):      # the partitions' mail relay (slapnode/mail/)
+        to_node += [f"ip daddr {gw4} tcp dport {config.mail_port} accept",
+                    f"ip6 daddr {gw6} tcp dport {config.mail_port} accept"]
+        # and from nowhere else: no other host relays through it
+        mail = [f"ip daddr {gw4} tcp dport {config.mail_port} {refuse}",
+                f"ip6 daddr {gw6} tcp dport {config.mail_port} {refuse}"]
     to_node += ["icmp type echo-request accept",
                 "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, "
                 "echo-request, echo-reply } accept",
@@ -132,7 +139,8 @@ def ruleset(config, forwards=(), public_ipv4="", ports=()):
     inet = (chain("forward", "forward", forward)
             + chain("from_partitions", None, ["ct state established,related accept"] + out)
             + chain("into_partitions", None, into)
-            + chain("input", "input", [f"iifname {br} jump to_node"])
+            + chain("input", "input", [f"iifname {br} jump to_node"]
+                    + [f"iifname != {br} {line}" for line in mail])
             + chain("to_node", None, to_node)
             + chain("prerouting", "prerouting", dnat, "nat", "dstnat")
             + chain("output", "output", dnat, "nat", "-100")

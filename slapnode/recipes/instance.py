@@ -8,6 +8,7 @@ partition) and write small declarations the node agent reads:
 * ``etc/publish/<part>.json``: connection parameters (``publish``);
 * ``etc/.passwords/<part>``: a password made once and kept (``password``);
 * ``etc/forward/<part>.json``: a TCP port to publish on the node's IPv4 (``forward``);
+* ``etc/mail/<part>.json`` and ``bin/sendmail``: the instance sends mail (``sendmail``);
 * a supervisor program relaying between IPv4 and IPv6 (``redirect``).
 """
 
@@ -16,6 +17,7 @@ import os
 import secrets
 from pathlib import Path
 
+from ..proc import CLEAN_PATH
 from . import Recipe, RecipeError, as_bool
 
 RESERVED = {"recipe", "location", "shared-instance", "serialise", "_buildout_section_name_"}
@@ -55,6 +57,9 @@ class Service(Recipe):
                     raise RecipeError(f"[{self.name}] environment line {line.strip()!r}: expected KEY=VALUE")
                 environment.append(f"{key.strip()}={_quote(value.strip())}")
         environment.append(f"HOME={_quote(str(root))}")
+        if not any(item.startswith("PATH=") for item in environment):
+            # the partition's own programs first (bin/sendmail, see Sendmail)
+            environment.append(f"PATH={_quote(str(root / 'bin') + ':' + CLEAN_PATH)}")
         lines = [
             f"[program:{self.name}]",
             f"command = {command.replace('%', '%%')}",
@@ -129,6 +134,36 @@ class Forward(Recipe):
             raise RecipeError(f"[{self.name}] port {self.options.get('port')!r} is not a TCP port") from None
         return [_write(self.context.directory / "etc" / "forward" / f"{self.name}.json",
                        json.dumps({"port": port}))]
+
+    update = install
+
+
+class Sendmail(Recipe):
+    """Declare that the instance sends mail, and give it ``bin/sendmail`` (first on its
+    services' PATH): the node's relay then takes its messages, sent from the instance's
+    own address (``${slap-configuration:mail-from}``). ``relay = HOST:PORT`` (usually
+    ``${slap-configuration:mail-relay}``; default: the partition's gateway, port 25).
+    Sets ``path``, the program, for other parts to use."""
+
+    computed = {"path": lambda get: f"{_partition_root(get)}/bin/sendmail"}
+
+    def install(self):
+        import shlex
+        import sys
+
+        root = self.context.directory
+        relay = (self.options.get("relay") or "").strip()
+        if relay:
+            host, sep, port = relay.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise RecipeError(f"[{self.name}] relay {relay!r}: expected HOST:PORT, "
+                                  "e.g. ${slap-configuration:mail-relay}")
+        program = root / "bin" / "sendmail"
+        env = f"SLAPNODE_SMTP_RELAY={shlex.quote(relay)} " if relay else ""
+        script = ("#!/bin/sh\n# the node's mail relay takes it from here (slapnode:sendmail)\n"
+                  f"{env}exec {shlex.quote(sys.executable)} -I -m slapnode.mail.sendmail \"$@\"\n")
+        return [_write(root / "etc" / "mail" / f"{self.name}.json", json.dumps({"sends": True})),
+                _write(program, script, 0o755)]
 
     update = install
 
