@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -111,14 +112,19 @@ async def _housekeeping(master):
         await asyncio.sleep(usage.PRUNE_EVERY)
 
 
-def create_app(master):
+def create_app(master, housekeeping=True):
+    """The ASGI app over ``master``; ``housekeeping``: this process prunes usage and
+    closes months (one worker of several does)."""
     @contextlib.asynccontextmanager
     async def lifespan(app):
         master.board.attach(asyncio.get_running_loop())
         master.seed_revisions()
-        pruner = asyncio.create_task(_housekeeping(master))
+        if master.fanout is not None:
+            master.fanout.start()
+        pruner = asyncio.create_task(_housekeeping(master)) if housekeeping else None
         yield
-        pruner.cancel()
+        if pruner is not None:
+            pruner.cancel()
         master.dispose()
 
     app = FastAPI(title="slapnode master", version=__version__, lifespan=lifespan,
@@ -127,6 +133,18 @@ def create_app(master):
     app.state.master = master
     app.state.nodes = NodeCredentials()
     app.state.user_tokens = UserTokens()
+
+    def forget(kind, value):
+        if kind == "token":
+            app.state.user_tokens.forget(value)
+        elif kind == "user":
+            app.state.user_tokens.forget_user(int(value))
+        elif kind == "computer":
+            app.state.nodes.forget_computer(int(value))
+        elif kind == "all":
+            app.state.user_tokens.clear()
+            app.state.nodes.clear()
+    master.forgetters.append(forget)
 
     @app.exception_handler(web_render.SignInNeeded)
     async def sign_in_needed(request: Request, _exc):
@@ -183,7 +201,8 @@ def create_app(master):
 
     @app.get(f"{API}/health", tags=["health"])
     def health():
-        return {"ok": True, "version": __version__, "parked_long_polls": master.board.parked}
+        return {"ok": True, "version": __version__, "parked_long_polls": master.board.parked,
+                "worker": os.getpid()}
 
     for module in (users, catalog, computers, groups, instances, invoices_api, cache, node):
         app.include_router(module.router, prefix=API)

@@ -4,7 +4,10 @@ Owns the write transaction as the rest of the master sees it: run a function
 in one transaction, retry it when a concurrent writer won a race (a unique
 constraint fired, PostgreSQL reported a serialization failure), bump the
 revision of every computer whose desired state it changed, and after the
-commit wake the long-polls waiting on those computers and instances.
+commit wake the long-polls waiting on those computers and instances — in this
+process, and (on PostgreSQL) in every other process serving the same database,
+through the notices ``fanout`` adds to the transaction. Caches to forget (a
+revoked token, a re-enrolled computer) are told the same way (``forget``).
 """
 
 import time
@@ -14,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .db import Database
+from .fanout import Fanout
 from .models import Computer
 from .notify import RevisionBoard
 
@@ -52,6 +56,8 @@ class Master:
         self.data_dir = Path(data_dir) if data_dir else None
         self.naming = naming or Naming()
         self.placements_changed = []        # callbacks after a commit that moved instances
+        self.forgetters = []                # callbacks(kind, value): a cache entry to drop
+        self.fanout = Fanout.for_url(url, self._notice, self._missed)
 
     def seed_revisions(self):
         with self.db.read() as session:
@@ -71,6 +77,9 @@ class Master:
                     session.flush()
                     bumped = self._bump(session)
                     instances = session.info.get("instances", set())
+                    if self.fanout is not None and (bumped or instances):
+                        self.fanout.add(session, [("c", cid, revision) for cid, revision in bumped]
+                                        + [("i", iid) for iid in sorted(instances)])
                 break
             except (IntegrityError, OperationalError) as exc:
                 if attempt == RETRIES - 1 or not _retryable(exc):
@@ -87,6 +96,40 @@ class Master:
             self.board.bump(ANY_INSTANCE)
         return result
 
+    def forget(self, kind, value):
+        """Drop a cache entry here and in every other process: ``token`` (a digest),
+        ``user`` (an id), ``computer`` (an id)."""
+        for callback in self.forgetters:
+            callback(kind, str(value))
+        if self.fanout is not None:
+            self.fanout.send(self.db.write_engine, [("forget", kind, value)])
+
+    def _notice(self, words):
+        """What another process committed (master/fanout.py)."""
+        kind = words[0]
+        if kind == "c":
+            self.board.publish(computer_key(int(words[1])), int(words[2]))
+            for callback in self.placements_changed:
+                callback()
+        elif kind == "i":
+            self.board.bump(instance_key(int(words[1])))
+            self.board.bump(ANY_INSTANCE)
+        elif kind == "forget":
+            for callback in self.forgetters:
+                callback(words[1], words[2])
+
+    def _missed(self):
+        """The notices of a while may be lost: read every revision again, wake every
+        waiter on an instance, forget every cached token."""
+        with self.db.read() as session:
+            for cid, revision in session.execute(select(Computer.id, Computer.revision)):
+                self.board.publish(computer_key(cid), revision)
+        self.board.bump_waited(lambda key: key == ANY_INSTANCE or key[0] == "instance")
+        for callback in self.placements_changed:
+            callback()
+        for callback in self.forgetters:
+            callback("all", "")
+
     @staticmethod
     def _bump(session):
         computers = session.info.get("computers")
@@ -100,6 +143,8 @@ class Master:
         return list(rows)
 
     def dispose(self):
+        if self.fanout is not None:
+            self.fanout.stop()
         self.db.dispose()
 
 

@@ -5,9 +5,10 @@ desired state, an instance's record) and the waiters parked on them. Waiting
 costs an ``asyncio.Event`` and holds no database connection. Writers call
 :meth:`RevisionBoard.publish` from any thread after their transaction commits.
 
-The board is per process: the master runs as one process (uvicorn, one
-event loop, a thread pool for database work); a long-poll also re-checks
-after its bounded wait, so a missed wake-up costs latency, never correctness.
+The board is per process (uvicorn, one event loop, a thread pool for database
+work); with several workers on PostgreSQL each worker's board also hears what the
+others committed (master/fanout.py). A long-poll re-checks after its bounded
+wait, so a missed wake-up costs latency, never correctness.
 """
 
 import asyncio
@@ -47,6 +48,13 @@ class RevisionBoard:
             self._revisions[key] = self._revisions.get(key, 0) + 1
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._wake, key)
+
+    def bump_waited(self, which):
+        """Count one more change of every key someone waits on that ``which(key)``
+        accepts (after notices may have been lost)."""
+        for key in list(self._events):
+            if which(key):
+                self.bump(key)
 
     def close(self):
         """The master is stopping: every parked waiter answers now (unchanged),

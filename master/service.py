@@ -192,18 +192,17 @@ def _server_class():
 
 
 def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns=None,
-          dns_advertise=None, tls_files=None, insecure_http=False):
+          dns_advertise=None, tls_files=None, insecure_http=False, workers=1):
     """Serve the API; with ``dns`` ((host, port)) also the zone of instance names, which
-    nodes reach at ``dns_advertise`` (default: the same address)."""
-    import uvicorn
-
+    nodes reach at ``dns_advertise`` (default: the same address). ``workers`` > 1 (on
+    PostgreSQL only): that many processes serve the one socket, told of each other's
+    changes by LISTEN/NOTIFY (master/fanout.py); this process supervises them."""
     from .names import DEFAULT_ZONE, Naming, check_zone
 
-    Server = _server_class()
-
-    from .app import create_app
-
     url = dbmod.resolve_url(data_dir, url)
+    if workers > 1 and dbmod.is_sqlite(url):
+        raise SlapnodeError(f"--workers {workers} needs PostgreSQL (SQLite has a single writer): "
+                            "serve one worker, or move to PostgreSQL with `master init --db`")
     not_initialised = SlapnodeError(f"the database at {data_dir} is not initialised; "
                                     f"run `slapnode master init --data-dir {data_dir}` first")
     if dbmod.is_sqlite(url) and not Path(url.split(":///", 1)[-1]).exists():
@@ -217,19 +216,13 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
             raise SlapnodeError("--dns listens on every address: give the address nodes reach "
                                 "it at with --dns-advertise HOST:PORT")
         servers = [f"{dns_host}#{dns_port}"]
-    master = Master(url, releases_dir=releases_dir(), data_dir=data_dir,
-                    naming=Naming(zone, servers, saved.get("mail_domain") or ""))
+    naming = (zone, servers, saved.get("mail_domain") or "")
+    master = Master(url, releases_dir=releases_dir(), data_dir=data_dir, naming=Naming(*naming))
     if not dbmod.is_migrated(master.db):
         master.dispose()
         raise not_initialised
     dbmod.migrate(master.db)    # a newer slapnode may bring migrations
     sock = listening_socket(host, port)
-    zone_server = None
-    if dns:
-        from .dns import ZoneServer
-
-        zone_server = ZoneServer(master, data_dir, dns)
-        zone_server.start()
     _raise_fd_limit()
     ssl = {}
     if not insecure_http:
@@ -240,13 +233,99 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
             files = tls.paths(data_dir)
             tls_files = (files["cert"], files["key"])
         ssl = {"ssl_certfile": str(tls_files[0]), "ssl_keyfile": str(tls_files[1])}
-    config = uvicorn.Config(create_app(master), host=host, port=port, log_level=log_level, **ssl,
+    worker = {"data_dir": str(data_dir), "url": url, "naming": naming, "host": host,
+              "port": port, "log_level": log_level, "ssl": ssl}
+    if workers > 1:
+        master.dispose()
+        master = Master(url, data_dir=data_dir, naming=Naming(*naming))     # the zone's
+    zone_server = None
+    try:
+        if dns:
+            from .dns import ZoneServer
+
+            zone_server = ZoneServer(master, data_dir, dns)
+            zone_server.start()
+        if workers == 1:
+            _serve_worker(worker, sock, master=master)
+        else:
+            if master.fanout is not None:
+                master.fanout.start()           # the zone follows what the workers commit
+            _supervise(worker, sock, workers)
+    finally:
+        if zone_server is not None:
+            zone_server.stop()
+        master.dispose()
+
+
+def _serve_worker(worker, sock, index=0, master=None):
+    """One process serving the socket (uvicorn); the first one keeps the house."""
+    import uvicorn
+
+    from .app import create_app
+    from .names import Naming
+
+    if master is None:
+        master = Master(worker["url"], releases_dir=releases_dir(), data_dir=worker["data_dir"],
+                        naming=Naming(*worker["naming"]))
+    config = uvicorn.Config(create_app(master, housekeeping=index == 0), host=worker["host"],
+                            port=worker["port"], log_level=worker["log_level"], **worker["ssl"],
                             backlog=8192, timeout_keep_alive=150, access_log=False,
                             server_header=False,
                             # parked long-polls must not hold a shutdown for their full wait
                             timeout_graceful_shutdown=2)
+    _server_class()(config, master).run(sockets=[sock])
+
+
+RESTART_WAIT = (0.5, 30.0)      # a worker that died is started again after this, doubling
+
+
+def _supervise(worker, sock, count):
+    """Start ``count`` workers (new interpreters: nothing of this one's state is shared)
+    and keep them running until SIGTERM or SIGINT; then stop them, gracefully first."""
+    import logging
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    log = logging.getLogger("slapnode.master")
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def stop(_signum, _frame):
+        stopping.set()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+
+    def start(index):
+        process = context.Process(target=_serve_worker, args=(worker, sock, index),
+                                  name=f"slapnode-master-worker-{index}", daemon=False)
+        process.start()
+        return process
+    processes = [start(i) for i in range(count)]
+    waits = [RESTART_WAIT[0]] * count
+    due = [0.0] * count
     try:
-        Server(config, master).run(sockets=[sock])
+        while not stopping.is_set():
+            for i, process in enumerate(processes):
+                if process.is_alive() or stopping.is_set():
+                    continue
+                now = time.monotonic()
+                if not due[i]:
+                    log.warning("worker %d ended (exit %s); starting it again in %.1f s",
+                                i, process.exitcode, waits[i])
+                    due[i] = now + waits[i]
+                    waits[i] = min(waits[i] * 2, RESTART_WAIT[1])
+                elif now >= due[i]:
+                    processes[i], due[i] = start(i), 0.0
+            stopping.wait(0.25)
     finally:
-        if zone_server is not None:
-            zone_server.stop()
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + 10
+        for process in processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(5)

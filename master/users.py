@@ -211,6 +211,9 @@ class UserTokens:
             if principal.id == user_id:
                 self._cache.pop(digest, None)
 
+    def clear(self):
+        self._cache.clear()
+
 
 class NodeCredentials:
     """Node credential hash -> NodePrincipal, cached (nodes poll all the time)."""
@@ -239,4 +242,7 @@ class NodeCredentials:
     def forget_computer(self, computer_id):
         for digest, principal in list(self._cache.items()):
             if principal.computer_id == computer_id:
-                del self._cache[digest]
+                self._cache.pop(digest, None)
+
+    def clear(self):
+        self._cache.clear()

@@ -120,10 +120,12 @@ def slapnode_cmd(*args):
     return [sys.executable, "-m", "slapnode", *args]
 
 
-def start_master(data_dir, db_url=None, port=None, log_level="warning", tls=False, names=()):
+def start_master(data_dir, db_url=None, port=None, log_level="warning", tls=False, names=(),
+                 serve_args=(), new_session=False):
     """``master init`` then ``master serve`` (on ``port``, or a free one) as processes:
     plain HTTP on loopback (``--insecure-http``), or with ``tls`` HTTPS with the master's
-    own CA for ``names`` (then the CA's fingerprint is returned too)."""
+    own CA for ``names`` (then the CA's fingerprint is returned too). ``serve_args``: more
+    for `master serve`; ``new_session``: in a process group of its own (stop_group)."""
     init = subprocess.run(slapnode_cmd("master", "init", "--data-dir", str(data_dir),
                                        *(["--db", db_url] if db_url else []),
                                        *(arg for name in names for arg in ("--name", name))),
@@ -133,8 +135,8 @@ def start_master(data_dir, db_url=None, port=None, log_level="warning", tls=Fals
     log = open(Path(data_dir) / "serve.log", "a")
     proc = subprocess.Popen(slapnode_cmd("master", "serve", "--data-dir", str(data_dir),
                                          "--listen", f"127.0.0.1:{port}", "--log-level", log_level,
-                                         *(() if tls else ("--insecure-http",))),
-                            stdout=log, stderr=subprocess.STDOUT)
+                                         *(() if tls else ("--insecure-http",)), *serve_args),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=new_session)
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -142,7 +144,7 @@ def start_master(data_dir, db_url=None, port=None, log_level="warning", tls=Fals
             requests.get(url + "/api/v1/health", timeout=1,
                          verify=str(Path(data_dir) / "tls" / "ca.pem") if tls else True)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):   # (workers still starting)
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError("master did not start: " + (Path(data_dir) / "serve.log").read_text())

@@ -30,7 +30,7 @@ def enroll(body: Enrollment, request: Request):
             session, body.token, body.name, body.capacity.model_dump(exclude_none=True))
         return computer.id, {"computer": computer.name, "credential": credential}
     computer_id, answer = master.write(run)
-    request.app.state.nodes.forget_computer(computer_id)
+    master.forget("computer", computer_id)
     return answer
 
 

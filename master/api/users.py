@@ -45,7 +45,7 @@ def change_user(name: str, body: UserChange, request: Request):
             users.set_disabled(session, admin, name, body.disabled)
         return user.id, users.view(user)
     user_id, answer = master_of(request).write(run)
-    request.app.state.user_tokens.forget_user(user_id)
+    master_of(request).forget("user", user_id)
     return answer
 
 
@@ -92,4 +92,4 @@ def revoke_token(name: str, request: Request):
         principal = user_in(session, request)    # a disabled user may still revoke
         return users.revoke_token(session, principal, name)
     digest = master_of(request).write(run)
-    request.app.state.user_tokens.forget(digest)
+    master_of(request).forget("token", digest)

@@ -138,9 +138,9 @@ async def create_token(request: Request):
 @router.post("/account/tokens/{name}/revoke")
 async def revoke_token(request: Request, name: str):
     me, _form = await render.posted(request)
-    digest = await run_in_threadpool(render.master_of(request).write, users.revoke_token,
-                                     me.principal, name)
-    request.app.state.user_tokens.forget(digest)
+    master = render.master_of(request)
+    digest = await run_in_threadpool(master.write, users.revoke_token, me.principal, name)
+    await run_in_threadpool(master.forget, "token", digest)
     return render.redirect("/account", f"Token {name} is revoked.")
 
 

@@ -109,7 +109,7 @@ async def change_user(request: Request, name: str, action: str):
     except ApiError as exc:
         return await run_in_threadpool(_section, request, me, "users", exc.status, exc.message)
     if made and "forget" in made:
-        request.app.state.user_tokens.forget_user(made["forget"])
+        await run_in_threadpool(master.forget, "user", made["forget"])
         return render.redirect("/admin/users", f"{name} is {action}d.")
     if made is None:
         return render.redirect("/admin/users", f"{name}'s password is set.")

@@ -133,8 +133,11 @@ def _db_error(exc, db_url):
 @click.option("--insecure-http", is_flag=True,
               help="Serve plain HTTP: tokens and parameters cross the network readable. Only "
                    "for a master on loopback or behind a TLS proxy.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes serving the API (more than 1 needs PostgreSQL); they wake each "
+                   "other's long-polls through LISTEN/NOTIFY.")
 def serve(data_dir, db_url, listen, log_level, dns, dns_advertise, tls_cert, tls_key,
-          insecure_http):
+          insecure_http, workers):
     """Serve the JSON API under /api/v1, My Space at / and the shipped releases under
     /software-releases/, over HTTPS (the master's own CA from `master init`, or yours).
 
@@ -142,6 +145,7 @@ def serve(data_dir, db_url, listen, log_level, dns, dns_advertise, tls_cert, tls
     Example:
       slapnode master serve --data-dir /var/lib/slapnode/master --listen 0.0.0.0:8480
       slapnode master serve --data-dir /var/lib/slapnode/master --dns 192.0.2.10:53
+      slapnode master serve --data-dir /var/lib/slapnode/master --workers 4   # PostgreSQL
     """
     from ..master import service
 
@@ -155,6 +159,56 @@ def serve(data_dir, db_url, listen, log_level, dns, dns_advertise, tls_cert, tls
         raise UsageError("--insecure-http and --tls-cert contradict each other; pick one")
     try:
         service.serve(data_dir, db_url, host, port, log_level, dns, dns_advertise,
-                      (tls_cert, tls_key) if tls_cert else None, insecure_http)
+                      (tls_cert, tls_key) if tls_cert else None, insecure_http, workers)
     except Exception as exc:
         raise _db_error(exc, db_url) from None
+
+
+@group.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The directory given to `master init`.")
+@click.option("--db", "db_url", metavar="URL", help="SQLAlchemy URL (default: what init used).")
+def backup(file, data_dir, db_url):
+    """Write a backup of the master to FILE, while it serves: the database (SQLite's online
+    backup, or pg_dump), the settings, the admin token and the CA (mode 0600: it holds the
+    CA's key).
+
+    \b
+    Example:
+      slapnode master backup /var/backups/slapnode-$(date +%F).tar.gz --data-dir /var/lib/slapnode/master
+    """
+    from ..master import backup as backup_mod
+
+    try:
+        manifest = backup_mod.backup(data_dir, file, db_url)
+    except Exception as exc:
+        raise _db_error(exc, db_url) from None
+    click.echo(f"backup of the master ({manifest['database']}, {len(manifest['files'])} files "
+               f"beside it) written to {file}")
+
+
+@group.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+              help="Where the restored master lives (a new directory, or --force).")
+@click.option("--db", "db_url", metavar="URL",
+              help="Restore into this database (PostgreSQL backups) [the one the backup names].")
+@click.option("--force", is_flag=True, help="Replace a master that is already there.")
+def restore(file, data_dir, db_url, force):
+    """Restore a backup made by `master backup`: then `master serve --data-dir` serves the
+    same catalog, instances, tokens and invoices under the same CA, and nodes go on.
+
+    \b
+    Example:
+      slapnode master restore slapnode-2026-11-26.tar.gz --data-dir /var/lib/slapnode/master
+      slapnode master restore b.tar.gz --data-dir ./m --db postgresql+psycopg://slap:pw@db2/slapnode
+    """
+    from ..master import backup as backup_mod
+
+    try:
+        manifest = backup_mod.restore(file, data_dir, db_url, force)
+    except Exception as exc:
+        raise _db_error(exc, db_url) from None
+    click.echo(f"restored the master of {manifest['created']} ({manifest['database']}) into "
+               f"{data_dir}; start it with `slapnode master serve --data-dir {data_dir}`")
