@@ -138,7 +138,8 @@ def find_free_partition(session, sr_url, node_filter, computer_id=None, requeste
     base = (select(Partition.id)
             .join(Computer, Partition.computer_id == Computer.id)
             .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None),
-                   SCOPE, ROOM, *filter_clauses(node_filter, requester_id))
+                   Computer.lost_at.is_(None), SCOPE, ROOM,
+                   *filter_clauses(node_filter, requester_id))
             .order_by(Partition.computer_id, Partition.id)
             .limit(1))
     if computer_id is not None:
@@ -193,6 +194,7 @@ def count_free(session, node_filter, requester_id, limit=10000):
     """How many free partitions of enrolled computers would take an instance of
     ``requester_id`` with this filter (the web's "there is space"), counted up to ``limit``."""
     inner = (select(Partition.id).join(Computer, Partition.computer_id == Computer.id)
-             .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None), SCOPE,
-                    ROOM, *filter_clauses(node_filter, requester_id)).limit(limit).subquery())
+             .where(Partition.instance_id.is_(None), Computer.credential_hash.is_not(None),
+                    Computer.lost_at.is_(None), SCOPE, ROOM,
+                    *filter_clauses(node_filter, requester_id)).limit(limit).subquery())
     return session.scalar(select(func.count()).select_from(inner), {"requester": requester_id})

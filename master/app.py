@@ -121,10 +121,12 @@ def create_app(master, housekeeping=True):
         master.seed_revisions()
         if master.fanout is not None:
             master.fanout.start()
-        pruner = asyncio.create_task(_housekeeping(master)) if housekeeping else None
+        tasks = [asyncio.create_task(master.liveness.run(watch=housekeeping))]
+        if housekeeping:
+            tasks.append(asyncio.create_task(_housekeeping(master)))
         yield
-        if pruner is not None:
-            pruner.cancel()
+        for task in tasks:
+            task.cancel()
         master.dispose()
 
     app = FastAPI(title="slapnode master", version=__version__, lifespan=lifespan,

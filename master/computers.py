@@ -339,6 +339,7 @@ def view(computer, total=0, used=0, owner=None, friends=()):
         "trusted_builder": computer.trusted_builder,
         "revision": computer.revision,
         "last_seen": iso(computer.last_seen),
+        "lost": computer.lost_at is not None,
         "availability": computer.availability or {"state": "running", "reason": "",
                                                   "next_change": None},
         "max_instances": computer.max_instances,
@@ -405,3 +406,50 @@ def set_trusted(session, admin, name, trusted):
                      "trusted" if trusted else "untrusted")
         touch_computer(session, computer.id)
     return computer
+
+
+# -- lost nodes ---------------------------------------------------------------------------
+
+def lost_reason(computer):
+    """An unreachable instance's reason. Pure."""
+    seen = computer.last_seen.strftime("%Y-%m-%d %H:%M:%S UTC") if computer.last_seen else "never"
+    return (f"its node {computer.name} is lost (last seen {seen}); `slapnode instance request "
+            "TITLE SOFTWARE --move` puts it on another node")
+
+
+def mark_lost(session, now, lost_after):
+    """Computers that have not been seen for ``lost_after`` seconds become lost, and their
+    placed instances unreachable. Returns the names newly lost."""
+    limit = now - dt.timedelta(seconds=lost_after)
+    lost = session.scalars(select(Computer).where(
+        Computer.lost_at.is_(None), Computer.credential_hash.is_not(None),
+        Computer.last_seen.is_not(None), Computer.last_seen < limit)).all()
+    for computer in lost:
+        computer.lost_at = now
+        audit.record(session, None, "computer", computer.id, computer.name, "lost",
+                     last_seen=iso(computer.last_seen))
+        reason = lost_reason(computer)
+        for instance in session.scalars(select(Instance).join(
+                Partition, Partition.instance_id == Instance.id).where(
+                Partition.computer_id == computer.id, Instance.requested_state != DESTROYED)):
+            instance.status = InstanceStatus.UNREACHABLE
+            instance.status_reason = reason
+            touch_instance(session, instance.id)
+    return [c.name for c in lost]
+
+
+def seen(session, computer_ids, now):
+    """Computers that polled: their ``last_seen``; a lost one is back (its revision bumps,
+    so that its node reports everything again). Returns the names back."""
+    if not computer_ids:
+        return []
+    ids = sorted(computer_ids)
+    back = session.scalars(select(Computer).where(Computer.id.in_(ids),
+                                                  Computer.lost_at.is_not(None))).all()
+    session.execute(update(Computer).where(Computer.id.in_(ids)).values(last_seen=now)
+                    .execution_options(synchronize_session=False))
+    for computer in back:
+        computer.lost_at = None
+        audit.record(session, None, "computer", computer.id, computer.name, "back")
+        touch_computer(session, computer.id)
+    return [c.name for c in back]

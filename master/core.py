@@ -58,6 +58,9 @@ class Master:
         self.placements_changed = []        # callbacks after a commit that moved instances
         self.forgetters = []                # callbacks(kind, value): a cache entry to drop
         self.fanout = Fanout.for_url(url, self._notice, self._missed)
+        from .liveness import Liveness
+
+        self.liveness = Liveness(self)          # nodes' heartbeats; lost nodes
 
     def seed_revisions(self):
         with self.db.read() as session:

@@ -244,8 +244,10 @@ def _group_id(session, user, group):
 
 def request(session, user, title, software, software_type="default", parameters=None,
             shared=False, node=None, state="started", share_with=(), checked=False, group=None,
-            version=None):
+            version=None, move=False):
     """Create or update the instance (user, title). Returns (instance, changed).
+    ``move``: an instance whose node is lost gets a partition on another node (the lost
+    node destroys what it kept of it if it ever comes back).
     ``checked``: ``check_request`` already passed (parameters are not checked again).
     ``group``: a group of the requester whose members may see and manage it.
     ``version``: of the release's title (the newest for a new instance; an instance
@@ -343,8 +345,42 @@ def request(session, user, title, software, software_type="default", parameters=
         instance.parameters = parameters
     if what:
         audit.record(session, user, "instance", instance.id, title, "changed", **what)
+    if move:
+        _move(session, instance, user)
+        changed = True
     state_changed = _set_state(session, instance, state, force=changed, by=user)
     return instance, changed or state_changed
+
+
+def _lost_computer(session, instance):
+    """The lost computer holding ``instance``, or None."""
+    if instance.partition is None:
+        return None
+    computer = session.get(Computer, instance.partition.computer_id)
+    return computer if computer.lost_at is not None else None
+
+
+def _move(session, instance, user):
+    """Give an instance of a lost node a partition elsewhere: its old partition is free
+    again (the lost node, back, finds it free or another's, and destroys what it kept)."""
+    if instance.shared:
+        raise Conflict(f"instance {instance.title!r} is shared: it follows its host")
+    lost = _lost_computer(session, instance)
+    if lost is None:
+        where = "is not placed yet" if instance.partition is None else \
+            "is on a node that is not lost"
+        raise Conflict(f"instance {instance.title!r} {where}; --move is for an instance whose "
+                       "node is lost (status unreachable)")
+    allocation.release(session, instance.id)
+    certificates.revoke(session, instance.id)
+    session.expire(instance, ["partition"])
+    instance.status = InstanceStatus.PENDING
+    instance.status_reason = ""
+    instance.connection = {}
+    instance.promises = []
+    audit.record(session, user, "instance", instance.id, instance.title, "moved",
+                 lost_node=lost.name)
+    place(session, instance)
 
 
 def _detach_refused(session, host):
@@ -377,6 +413,10 @@ def _set_state(session, instance, state, force=False, by=None):
     if not placed:
         if state == DESTROYED:
             free(session, instance)
+        return True
+    if state == DESTROYED and not instance.shared and _lost_computer(session, instance):
+        free(session, instance, "destroyed while its node was lost (the node removes what it "
+                                "kept when it comes back)")
         return True
     if instance.shared and state == DESTROYED:
         free(session, instance)        # the host drops it from its list at once

@@ -125,6 +125,8 @@ class Computer(Base):
     allocation_scope: Mapped[str] = mapped_column(String(16), default="personal")
     enrolled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # set when it stopped polling for longer than the master's --lost-after; cleared when back
+    lost_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The volunteer's policy, as the node last reported it: whether it can run a new
     # instance now (not frozen, paused or draining), why not, and its own instance cap.

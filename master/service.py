@@ -192,11 +192,12 @@ def _server_class():
 
 
 def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns=None,
-          dns_advertise=None, tls_files=None, insecure_http=False, workers=1):
+          dns_advertise=None, tls_files=None, insecure_http=False, workers=1, lost_after=None):
     """Serve the API; with ``dns`` ((host, port)) also the zone of instance names, which
     nodes reach at ``dns_advertise`` (default: the same address). ``workers`` > 1 (on
     PostgreSQL only): that many processes serve the one socket, told of each other's
-    changes by LISTEN/NOTIFY (master/fanout.py); this process supervises them."""
+    changes by LISTEN/NOTIFY (master/fanout.py); this process supervises them.
+    ``lost_after``: seconds without a poll before a node is lost (master/liveness.py)."""
     from .names import DEFAULT_ZONE, Naming, check_zone
 
     url = dbmod.resolve_url(data_dir, url)
@@ -234,7 +235,7 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
             tls_files = (files["cert"], files["key"])
         ssl = {"ssl_certfile": str(tls_files[0]), "ssl_keyfile": str(tls_files[1])}
     worker = {"data_dir": str(data_dir), "url": url, "naming": naming, "host": host,
-              "port": port, "log_level": log_level, "ssl": ssl}
+              "port": port, "log_level": log_level, "ssl": ssl, "lost_after": lost_after}
     if workers > 1:
         master.dispose()
         master = Master(url, data_dir=data_dir, naming=Naming(*naming))     # the zone's
@@ -267,6 +268,8 @@ def _serve_worker(worker, sock, index=0, master=None):
     if master is None:
         master = Master(worker["url"], releases_dir=releases_dir(), data_dir=worker["data_dir"],
                         naming=Naming(*worker["naming"]))
+    if worker["lost_after"]:
+        master.liveness.lost_after = worker["lost_after"]
     config = uvicorn.Config(create_app(master, housekeeping=index == 0), host=worker["host"],
                             port=worker["port"], log_level=worker["log_level"], **worker["ssl"],
                             backlog=8192, timeout_keep_alive=150, access_log=False,

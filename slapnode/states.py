@@ -23,6 +23,8 @@ class InstanceStatus:
     frozen     -> deployed, held by the volunteer's policy (the owner uses the machine,
                   outside the hours allowed, paused): its processes are frozen, not killed;
                   the reason says which and until when
+    unreachable-> its node is lost (it stopped polling the master); the reason says when it
+                  was last seen; ``instance request --move`` puts it on another node
     destroyed  -> gone; its partition is free again
     """
 
@@ -32,6 +34,7 @@ class InstanceStatus:
     STOPPED = "stopped"
     ERROR = "error"
     FROZEN = "frozen"
+    UNREACHABLE = "unreachable"
     DESTROYED = "destroyed"
 
     # Statuses a node may report for an instance it holds.
@@ -44,9 +47,9 @@ def settled_for(requested_state, status):
     A started instance settles at ready; a stopped one at stopped; a destroyed
     one at destroyed; error settles every request (the user must act), and so does
     frozen (the volunteer's policy holds it: the answer says why, and waiting on would
-    leave the user wondering).
+    leave the user wondering), and so does unreachable (its node is lost).
     """
-    if status in (InstanceStatus.ERROR, InstanceStatus.FROZEN):
+    if status in (InstanceStatus.ERROR, InstanceStatus.FROZEN, InstanceStatus.UNREACHABLE):
         return True
     wanted = {
         STARTED: InstanceStatus.READY,

@@ -93,6 +93,7 @@ class InstanceRequest(Body):
     state: str = Field(default="started", pattern=one_of(REQUESTED_STATES))
     group: str | None = Field(default=None, max_length=64)
     version: str | None = Field(default=None, max_length=64)
+    move: bool = False          # its node is lost: a partition elsewhere
 
 
 class StateChange(Body):

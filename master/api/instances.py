@@ -33,7 +33,7 @@ def request_instance(body: InstanceRequest, request: Request):
 
     def run(session):
         instance, changed = instances.request(session, user, *fields, checked=True, group=body.group,
-                                              version=body.version)
+                                              version=body.version, move=body.move)
         return {**instances.view(session, instance, master.naming, owner=user.name),
                 "changed": changed}
     return SafeJSONResponse(master.write(run))

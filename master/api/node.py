@@ -78,6 +78,7 @@ async def desired_state(request: Request, after: int | None = Query(None, ge=0),
     while the revision is still N, waiting up to ``wait`` seconds for a change."""
     master = master_of(request)
     node = node_of(request)
+    master.liveness.saw(node.computer_id)
     key = computer_key(node.computer_id)
     if after is not None:
         current = master.board.get(key)

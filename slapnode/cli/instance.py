@@ -122,12 +122,15 @@ def _pairs_to_filter(pairs):
               help="As a host: who may attach shared instances to this one (repeat; '*' for "
                    "everyone). Default: only you.")
 @click.option("--state", type=click.Choice(REQUESTED_STATES), default=STARTED, show_default=True)
+@click.option("--move", is_flag=True,
+              help="The instance's node is lost (status unreachable): give it a partition on "
+                   "another node (--node chooses where).")
 @click.option("--wait", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
               help="Wait until ready (or error); exit 1 on time-out.")
 @json_option
 @pass_context
 def request(ctx, title, software, software_type, pairs, xml_path, json_path, node_pairs,
-            group_name, version, shared, share_with, state, wait, as_json):
+            group_name, version, shared, share_with, state, move, wait, as_json):
     """Request instance TITLE of SOFTWARE (a catalog URL or title).
 
     The same request again changes nothing; a changed one updates the instance.
@@ -140,6 +143,7 @@ def request(ctx, title, software, software_type, pairs, xml_path, json_path, nod
       slapnode instance request worker-7 boinc-client --node network=lab --group physics
       slapnode instance request my-hello hello --version 2.0     # upgrade in place
       slapnode instance request front frontend --share-with alice --share-with bob
+      slapnode instance request worker-3 condor --move --wait 60   # its node is lost
     """
     parameters = collect_parameters(pairs, xml_path, json_path)
     body = {"title": title, "software": software, "type": software_type,
@@ -151,6 +155,8 @@ def request(ctx, title, software, software_type, pairs, xml_path, json_path, nod
         body["group"] = group_name
     if version:
         body["version"] = version
+    if move:
+        body["move"] = True
     view = ctx.client.request_instance(**body)
     _finish(ctx, view, wait, as_json)
 
