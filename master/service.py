@@ -192,14 +192,17 @@ def _server_class():
 
 
 def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns=None,
-          dns_advertise=None, tls_files=None, insecure_http=False, workers=1, lost_after=None):
+          dns_advertise=None, tls_files=None, insecure_http=False, workers=1, lost_after=None,
+          advertise=None):
     """Serve the API; with ``dns`` ((host, port)) also the zone of instance names, which
     nodes reach at ``dns_advertise`` (default: the same address). ``workers`` > 1 (on
     PostgreSQL only): that many processes serve the one socket, told of each other's
     changes by LISTEN/NOTIFY (master/fanout.py); this process supervises them.
-    ``lost_after``: seconds without a poll before a node is lost (master/liveness.py)."""
+    ``lost_after``: seconds without a poll before a node is lost (master/liveness.py).
+    ``advertise``: a name to announce the master under on the LAN (slapnode/discovery.py)."""
     from .names import DEFAULT_ZONE, Naming, check_zone
 
+    site_cert = tls_files is not None         # the site's certificate: no CA of ours to pin
     url = dbmod.resolve_url(data_dir, url)
     if workers > 1 and dbmod.is_sqlite(url):
         raise SlapnodeError(f"--workers {workers} needs PostgreSQL (SQLite has a single writer): "
@@ -239,8 +242,11 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
     if workers > 1:
         master.dispose()
         master = Master(url, data_dir=data_dir, naming=Naming(*naming))     # the zone's
-    zone_server = None
+    zone_server = announcer = None
     try:
+        if advertise:
+            announcer = _advertiser(advertise, host, port, data_dir, insecure_http, site_cert)
+            announcer.start()
         if dns:
             from .dns import ZoneServer
 
@@ -253,9 +259,38 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
                 master.fanout.start()           # the zone follows what the workers commit
             _supervise(worker, sock, workers)
     finally:
+        if announcer is not None:
+            announcer.stop()
         if zone_server is not None:
             zone_server.stop()
         master.dispose()
+
+
+def _advertiser(name, host, port, data_dir, insecure_http, site_cert):
+    """The LAN announcement: this master's URL and (with its own CA) the CA's fingerprint."""
+    import socket
+
+    from slapnode.discovery import Advertiser
+    from slapnode.pinning import fingerprint_of
+
+    from . import tls
+
+    address = host
+    if host in ("0.0.0.0", "::"):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect(("192.0.2.1", 9))     # no packet is sent: it picks the way out
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+        finally:
+            probe.close()
+    where = f"[{address}]" if ":" in address else address
+    url = f"{'http' if insecure_http else 'https'}://{where}:{port}"
+    fingerprint = ""
+    if not insecure_http and not site_cert:
+        fingerprint = fingerprint_of(tls.paths(data_dir)["ca"].read_bytes())
+    return Advertiser(name, url, fingerprint, address, port)
 
 
 def _serve_worker(worker, sock, index=0, master=None):

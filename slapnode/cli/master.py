@@ -136,11 +136,14 @@ def _db_error(exc, db_url):
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes serving the API (more than 1 needs PostgreSQL); they wake each "
                    "other's long-polls through LISTEN/NOTIFY.")
+@click.option("--advertise", metavar="NAME",
+              help="Announce the master on the LAN as NAME (multicast DNS, with its URL and CA "
+                   "fingerprint) for `node register --discover NAME`.")
 @click.option("--lost-after", type=click.FloatRange(min=1), default=300, show_default=True,
               metavar="SECONDS", help="A node that has not polled for this long is lost: its "
               "instances show unreachable and may be moved (`instance request --move`).")
 def serve(data_dir, db_url, listen, log_level, dns, dns_advertise, tls_cert, tls_key,
-          insecure_http, workers, lost_after):
+          insecure_http, workers, advertise, lost_after):
     """Serve the JSON API under /api/v1, My Space at / and the shipped releases under
     /software-releases/, over HTTPS (the master's own CA from `master init`, or yours).
 
@@ -163,7 +166,7 @@ def serve(data_dir, db_url, listen, log_level, dns, dns_advertise, tls_cert, tls
     try:
         service.serve(data_dir, db_url, host, port, log_level, dns, dns_advertise,
                       (tls_cert, tls_key) if tls_cert else None, insecure_http, workers,
-                      lost_after)
+                      lost_after, advertise)
     except Exception as exc:
         raise _db_error(exc, db_url) from None
 

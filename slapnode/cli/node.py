@@ -2,6 +2,7 @@
 
 import click
 
+from ..errors import UsageError
 from .circles import SCOPES
 from .context import json_option, pass_context, print_json, print_table, printable
 
@@ -80,8 +81,56 @@ def node_client(config):
     return Client(config.master, config.credential, ca_file=config.ca_file or None)
 
 
+@group.command("discover")
+@click.option("--seconds", type=click.FloatRange(0.5, 60), default=3, show_default=True,
+              help="How long to listen.")
+@json_option
+def discover(seconds, as_json):
+    """List the masters announced on this LAN (multicast DNS, `master serve --advertise`).
+
+    What a LAN announces is not authenticated: compare the fingerprint with the one the
+    master's admin gave you before you register with `--discover NAME`.
+
+    \b
+    Example:
+      slapnode node discover --json
+    """
+    from .. import discovery
+
+    found = discovery.browse(seconds)
+    rows = [{"name": f.name, "url": f.url, "ca_fingerprint": f.fingerprint}
+            for f in found.values()]
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        click.echo(f"no master announced itself on this LAN in {seconds:g} s (is it served "
+                   "with --advertise, and is multicast allowed here?)", err=True)
+    else:
+        print_table(rows, [("NAME", "name"), ("URL", "url"), ("CA FINGERPRINT", "ca_fingerprint")])
+
+
+def _discovered(name, ca_fingerprint, seconds=3.0):
+    """(URL, fingerprint to pin) of the master announced as ``name`` on the LAN."""
+    from .. import discovery
+
+    found = discovery.browse(seconds)
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise UsageError(f"no master named {name!r} announced itself on this LAN in "
+                         f"{seconds:g} s (found: {known}); see `slapnode node discover`")
+    master = found[name]
+    if ca_fingerprint and master.fingerprint and \
+            ca_fingerprint.lower() != master.fingerprint.lower():
+        raise UsageError(f"master {name!r} announces CA {master.fingerprint}, not the "
+                         f"{ca_fingerprint} you gave: check with its admin")
+    return master.url, ca_fingerprint or master.fingerprint or None
+
+
 @group.command("register")
-@click.option("--master", "master_url", required=True, metavar="URL", help="The master's URL.")
+@click.option("--master", "master_url", metavar="URL", help="The master's URL.")
+@click.option("--discover", "discover_name", metavar="NAME",
+              help="Instead of --master: the master announced as NAME on this LAN (its CA "
+                   "fingerprint too, unless --ca-fingerprint is given; see `node discover`).")
 @click.option("--token", required=True, metavar="TOKEN",
               help="One-time enrollment token from `slapnode node token create`.")
 @click.option("--name", help="This computer's name (must match the token's).")
@@ -101,7 +150,7 @@ def node_client(config):
 @click.option("--ca-fingerprint", metavar="SHA256:…",
               help="The master's CA fingerprint (`master init` prints it): its CA is fetched, "
                    "checked and pinned; this node then trusts only it for the master.")
-def register(master_url, token, name, config_path, ca_fingerprint, **options):
+def register(master_url, discover_name, token, name, config_path, ca_fingerprint, **options):
     """Enroll this machine with the master and write the node config.
 
     Exchanges the one-time TOKEN for a node credential (kept in the config, 0600) and
@@ -111,8 +160,18 @@ def register(master_url, token, name, config_path, ca_fingerprint, **options):
     Example:
       slapnode node register --master https://master.example:8480 --token sne_... \
           --ca-fingerprint SHA256:3f… --partitions 10
+      slapnode node register --discover lab-master --token sne_...
     """
     from ..node import register as do_register
+
+    if bool(master_url) == bool(discover_name):
+        raise UsageError("give the master with --master URL, or --discover NAME to find it on "
+                         "this LAN (`slapnode node discover` lists them)")
+    if discover_name:
+        master_url, ca_fingerprint = _discovered(discover_name, ca_fingerprint)
+        click.echo(f"found {discover_name} at {master_url}"
+                   + (f", CA {ca_fingerprint} (compare it with the one its admin gave)"
+                      if ca_fingerprint else ""), err=True)
 
     config, path, notes = do_register.register(master_url, token, name, config_path, options,
                                                ca_fingerprint)
