@@ -439,15 +439,16 @@ def mark_lost(session, now, lost_after):
 
 
 def seen(session, computer_ids, now):
-    """Computers that polled: their ``last_seen``; a lost one is back (its revision bumps,
-    so that its node reports everything again). Returns the names back."""
-    if not computer_ids:
-        return []
-    ids = sorted(computer_ids)
-    back = session.scalars(select(Computer).where(Computer.id.in_(ids),
+    """Computers that polled: their ``last_seen`` (one statement)."""
+    session.execute(update(Computer).where(Computer.id.in_(sorted(computer_ids)))
+                    .values(last_seen=now).execution_options(synchronize_session=False))
+
+
+def back(session, computer_ids):
+    """Lost computers that polled again are back (their revision bumps, so that their
+    nodes report everything again). Returns their names."""
+    back = session.scalars(select(Computer).where(Computer.id.in_(sorted(computer_ids)),
                                                   Computer.lost_at.is_not(None))).all()
-    session.execute(update(Computer).where(Computer.id.in_(ids)).values(last_seen=now)
-                    .execution_options(synchronize_session=False))
     for computer in back:
         computer.lost_at = None
         audit.record(session, None, "computer", computer.id, computer.name, "back")

@@ -15,6 +15,7 @@ from . import computers
 from .models import Computer, utcnow
 
 LOST_AFTER = 300.0
+CHUNK = 500                     # computers per heartbeat statement
 log = logging.getLogger("slapnode.master")
 
 
@@ -51,9 +52,13 @@ class Liveness:
             polled, self.polled = self.polled, set()
             now = utcnow()
             try:
-                if polled:
-                    for name in await asyncio.to_thread(self.master.write, computers.seen,
-                                                        polled, now):
+                ids = sorted(polled)
+                for start in range(0, len(ids), CHUNK):     # short writes, the loop breathes
+                    await asyncio.to_thread(self.master.write, computers.seen,
+                                            ids[start:start + CHUNK], now)
+                if polled & self.lost:
+                    for name in await asyncio.to_thread(self.master.write, computers.back,
+                                                        polled & self.lost):
                         log.warning("node %s is back", name)
                 if watch:
                     for name in await asyncio.to_thread(self.master.write, computers.mark_lost,

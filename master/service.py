@@ -241,6 +241,8 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
               "port": port, "log_level": log_level, "ssl": ssl, "lost_after": lost_after}
     if workers > 1:
         master.dispose()
+        if not dns and not advertise:
+            _become_supervisor(worker, sock, workers)       # (does not return)
         master = Master(url, data_dir=data_dir, naming=Naming(*naming))     # the zone's
     zone_server = announcer = None
     try:
@@ -253,11 +255,13 @@ def serve(data_dir, url=None, host="127.0.0.1", port=8480, log_level="info", dns
             zone_server = ZoneServer(master, data_dir, dns)
             zone_server.start()
         if workers == 1:
-            _serve_worker(worker, sock, master=master)
+            serve_worker(worker, sock, master=master)
         else:
+            from . import supervise
+
             if master.fanout is not None:
                 master.fanout.start()           # the zone follows what the workers commit
-            _supervise(worker, sock, workers)
+            supervise.run(worker, sock.fileno(), workers)
     finally:
         if announcer is not None:
             announcer.stop()
@@ -293,7 +297,7 @@ def _advertiser(name, host, port, data_dir, insecure_http, site_cert):
     return Advertiser(name, url, fingerprint, address, port)
 
 
-def _serve_worker(worker, sock, index=0, master=None):
+def serve_worker(worker, sock, index=0, master=None):
     """One process serving the socket (uvicorn); the first one keeps the house."""
     import uvicorn
 
@@ -314,56 +318,14 @@ def _serve_worker(worker, sock, index=0, master=None):
     _server_class()(config, master).run(sockets=[sock])
 
 
-RESTART_WAIT = (0.5, 30.0)      # a worker that died is started again after this, doubling
+def _become_supervisor(worker, sock, count):
+    """Replace this process with the small supervisor (master/supervise.py): the
+    workers do the serving, nothing of this interpreter's imports is kept."""
+    import json
 
+    from .supervise import ENV
 
-def _supervise(worker, sock, count):
-    """Start ``count`` workers (new interpreters: nothing of this one's state is shared)
-    and keep them running until SIGTERM or SIGINT; then stop them, gracefully first."""
-    import logging
-    import multiprocessing
-    import signal
-    import threading
-    import time
-
-    log = logging.getLogger("slapnode.master")
-    context = multiprocessing.get_context("spawn")
-    stopping = threading.Event()
-
-    def stop(_signum, _frame):
-        stopping.set()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
-
-    def start(index):
-        process = context.Process(target=_serve_worker, args=(worker, sock, index),
-                                  name=f"slapnode-master-worker-{index}", daemon=False)
-        process.start()
-        return process
-    processes = [start(i) for i in range(count)]
-    waits = [RESTART_WAIT[0]] * count
-    due = [0.0] * count
-    try:
-        while not stopping.is_set():
-            for i, process in enumerate(processes):
-                if process.is_alive() or stopping.is_set():
-                    continue
-                now = time.monotonic()
-                if not due[i]:
-                    log.warning("worker %d ended (exit %s); starting it again in %.1f s",
-                                i, process.exitcode, waits[i])
-                    due[i] = now + waits[i]
-                    waits[i] = min(waits[i] * 2, RESTART_WAIT[1])
-                elif now >= due[i]:
-                    processes[i], due[i] = start(i), 0.0
-            stopping.wait(0.25)
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        deadline = time.monotonic() + 10
-        for process in processes:
-            process.join(max(0.1, deadline - time.monotonic()))
-            if process.is_alive():
-                process.kill()
-                process.join(5)
+    os.environ[ENV] = json.dumps({**worker, "fd": sock.fileno(), "count": count})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "slapnode.master.supervise"])

@@ -36,6 +36,7 @@ from . import policy as policy_mod
 from .states import DESTROYED, STARTED, STOPPED, InstanceStatus
 
 PARALLEL_PARTITIONS = 8
+REPORT_EVERY = 0.25             # seconds between two reports of a pass that is still running
 SOFTWARE_RECHECK = 600.0        # supplied releases are re-checked (profile changed?) this often
 FATAL_RETRY_FIRST = 10.0        # a crash loop is retried after 10 s, 20 s, … at most 10 min
 FATAL_RETRY_MAX = 600.0
@@ -182,13 +183,21 @@ class InstancePass:
         parts = parts_of(self.config)
         self.zone = (doc.get("dns") or {}).get("zone", "")
         actions = plan(doc, self.local.get(), self.software_digests(doc))
-        outcomes = []
+        self._names(doc, parts)         # before: a service may look its peers up at once
+        outcomes, done, said_at = [], [], time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max(1, self.parallel)) as pool:
             futures = [pool.submit(self._do, action, parts.get(action.reference))
                        for action in actions]
             for future in concurrent.futures.as_completed(futures):
                 outcomes.append(future.result())
-        self._network(doc, parts)
+                done.append(outcomes[-1])
+                # a burst is reported as it comes, not when its last instance is done
+                # (not while a port is being forwarded: that is applied after the pass)
+                if len(futures) > 1 and time.monotonic() - said_at >= REPORT_EVERY \
+                        and not self.rules_changed and len(done) < len(futures):
+                    self._report([o for o in done if o.kind != "check"], True)
+                    done, said_at = [], time.monotonic()
+        self._rules()
         by_uid = usage.processes_by_uid()           # one scan of /proc for the whole pass
         lxc = self.isolation.name == "lxc"
         for outcome in outcomes:
@@ -332,10 +341,9 @@ class InstancePass:
                                     **{name: f"{self.public_ipv4}:{port}"
                                        for name, port in ports.items()}}
 
-    def _network(self, doc, parts):
-        """After a pass: the node's rules follow the forwarded ports, and its resolver
-        knows the names of its instances."""
-        from .format import dns, firewall
+    def _rules(self):
+        """After a pass: the node's rules follow the forwarded ports."""
+        from .format import firewall
 
         if self.rules_changed:
             self.rules_changed = False
@@ -343,6 +351,11 @@ class InstancePass:
                 firewall.apply(self.config, self.forwards.all())
             except SlapnodeError as exc:
                 self.say(f"forwarded ports not applied: {exc}")
+
+    def _names(self, doc, parts):
+        """Before a pass: the node's resolver knows the names of its instances."""
+        from .format import dns
+
         if not self.config.dns:
             return
         entries = []

@@ -146,7 +146,10 @@ def start_master(data_dir, db_url=None, port=None, log_level="warning", tls=Fals
             break
         except (requests.ConnectionError, requests.Timeout):   # (workers still starting)
             if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
+                if new_session:
+                    stop_group(proc, 5)         # (its workers too)
+                else:
+                    proc.kill()
                 raise RuntimeError("master did not start: " + (Path(data_dir) / "serve.log").read_text())
             time.sleep(0.05)
     token = init.stdout.strip().splitlines()[-1]
@@ -210,8 +213,9 @@ def pg_database():
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def master(request):
     """A real master process on loopback, one per backend, for the whole run."""
-    data_dir = Path(tempfile.mkdtemp(prefix=f"slapnode-master-{RUN_ID}-"))
+    # (the database first: without PostgreSQL this skips, and must leave no directory)
     db_url = request.getfixturevalue("pg_database") if request.param == "postgresql" else None
+    data_dir = Path(tempfile.mkdtemp(prefix=f"slapnode-master-{RUN_ID}-"))
     proc = None
     try:
         proc, url, token = start_master(data_dir, db_url)

@@ -575,3 +575,40 @@ def test_requesting_a_newer_version_upgrades_the_instance_in_place(node, base):
     assert after["partition"] == before["partition"] and kept.read_text() == "data"
     assert get(after["connection"]["url"]).text == "Hello, Ada!"
     assert "changed" in [e["action"] for e in node.user_client.instance_history("upgraded")]
+
+
+def test_a_burst_of_50_requests_all_become_ready_reported_as_they_come(master, base,
+                                                                       catalog_hello):
+    """50 instances requested at once on a node with 50 free partitions: the agent deploys
+    them in parallel within its bound, and the master hears of each as it is ready, not
+    all at the end of the pass."""
+    require_lxc()
+    import concurrent.futures
+
+    node = make_node(master, "lxc", base, catalog_hello, partitions=50)
+    log = open(base / "agent.log", "w")
+    agent = start_agent(node, log)
+    try:
+        titles = [f"burst{i}" for i in range(50)]
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            list(pool.map(lambda t: node.request(t, parameters={"name": t}), titles))
+        seen_between = False            # some ready while others are still deploying
+
+        def all_ready():
+            nonlocal seen_between
+            statuses = [v["status"] for v in node.user_client.list_instances()
+                        if v["title"] in titles]
+            ready = statuses.count("ready")
+            seen_between |= 0 < ready < len(titles)
+            assert "error" not in statuses, statuses
+            return ready == len(titles)
+        assert wait_for(all_ready, seconds=240, step=0.1), (base / "agent.log").read_text()[-3000:]
+        assert seen_between, "every instance was reported at once, at the end of the pass"
+        views = [v for v in node.user_client.list_instances() if v["title"] in titles]
+        assert len({v["partition"] for v in views}) == 50
+        for view in views[:5]:
+            assert get(view["connection"]["url"]).text == f"Hello, {view['title']}!"
+    finally:
+        stop_group(agent)
+        log.close()
+        _teardown(node)

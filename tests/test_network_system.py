@@ -31,7 +31,8 @@ from slapnode import nodeconfig
 from slapnode.client import Client
 from slapnode.errors import MasterError
 
-from .conftest import free_port, require_lxc, slapnode_cmd, stop_group, unique_name
+from .conftest import (PG_URL, REQUIRE_PG, _pg_admin, free_port, require_lxc, slapnode_cmd,
+                       stop_group, unique_name)
 from .test_instances_system import _remove_ours
 from .security.conftest import write_release
 from .test_releases_system import JOB as CONDOR_JOB
@@ -151,6 +152,8 @@ class Net:
     admin: str
     processes: list
     http_log: Path
+    ports: tuple = ()
+    db: str = None
 
     def client(self, token=None):
         return Client(self.master_url, token or self.admin, retries=0)
@@ -248,21 +251,37 @@ def _plug(upstream, ns, host_if, up_if, address4, address6, host_netns=True):
         sh("ip", "-6", "route", "add", "default", "via", UP6, ns=ns)
 
 
-def _start_master(base, processes):
+def _net_database(tag):
+    """A PostgreSQL database of the small internet's master (None: SQLite), so that the
+    grid runs on what a real deployment uses, and PostgreSQL itself can be restarted."""
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("SLAPNODE_TEST_PG_URL is not set but SLAPNODE_REQUIRE_PG=1")
+        return None
+    name = f"slapnode_net_{tag}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    return f"{PG_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def _serve(base, port, dns_port):
+    log = open(base / "master.log", "a")
+    return subprocess.Popen(slapnode_cmd("master", "serve", "--data-dir", base / "master",
+                                         "--listen", f"{HOST4}:{port}", "--log-level", "warning",
+                                         "--dns", f"{HOST4}:{dns_port}", "--insecure-http"),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _start_master(base, processes, db=None):
     data = base / "master"
     init = subprocess.run(slapnode_cmd("master", "init", "--data-dir", data, "--domain",
-                                       "grid.test"), capture_output=True, text=True, timeout=120)
+                                       "grid.test", *(["--db", db] if db else [])),
+                          capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     port, dns_port = free_port(), free_port()
-    log = open(base / "master.log", "w")
-    proc = subprocess.Popen(slapnode_cmd("master", "serve", "--data-dir", data, "--listen",
-                                         f"{HOST4}:{port}", "--log-level", "warning", "--dns",
-                                         f"{HOST4}:{dns_port}", "--insecure-http"),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    processes.append(proc)
+    processes.append(_serve(base, port, dns_port))
     url = f"http://{HOST4}:{port}"
     _wait(lambda: Client(url, retries=0).call("GET", "/health")["ok"], 30, "the master")
-    return url, init.stdout.strip().splitlines()[-1]
+    return url, init.stdout.strip().splitlines()[-1], (port, dns_port)
 
 
 def _make_node(net, key, index, partitions=6, do_format=True, routed6=None):
@@ -318,11 +337,12 @@ def net():
     os.chmod(base, 0o755)
     upstream = f"sn{tag}up"
     processes, handle = [], None
+    db = _net_database(tag)
     try:
         http_log = _start_upstream(upstream, base, processes)
         _plug(upstream, None, f"sn{tag}h", f"up{tag}h", HOST4, None)
-        url, admin = _start_master(base, processes)
-        handle = Net(tag, base, upstream, {}, url, admin, processes, http_log)
+        url, admin, ports = _start_master(base, processes, db)
+        handle = Net(tag, base, upstream, {}, url, admin, processes, http_log, ports, db)
         _wait(lambda: sh("dig", "+short", "+time=1", f"@{UP4}", "www.example.test",
                          ns=upstream, check=False).stdout.strip() == UP4, 20, "the upstream DNS")
         for index, key in enumerate(("a", "b")):
@@ -336,6 +356,8 @@ def net():
         yield handle
     finally:
         _teardown(tag, base, upstream, handle, processes)
+        if db:
+            _pg_admin(f'DROP DATABASE IF EXISTS "slapnode_net_{tag}" WITH (FORCE)')
 
 
 def _teardown(tag, base, upstream, handle, processes):
@@ -696,6 +718,67 @@ def test_partitions_send_mail_through_their_node_from_their_own_address(net, use
         subprocess.run(slapnode_cmd("master", "init", "--data-dir", master_dir, "--smtp-relay",
                                     "none"), capture_output=True, timeout=120)
         stop_group(catcher, 5)
+
+
+def _pg_cluster():
+    """(version, name) of the PostgreSQL cluster the tests use."""
+    line = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True,
+                          text=True).stdout.split("\n")[0].split()
+    return line[0], line[1]
+
+
+def _ready_all(net, token, titles, seconds=180):
+    client = net.client(token)
+    views = {}
+
+    def all_ready():
+        views.update({v["title"]: v for v in client.list_instances() if v["title"] in titles})
+        return all(views.get(t, {}).get("status") == "ready" for t in titles)
+    _wait(all_ready, seconds, f"{titles} ready")
+    return views
+
+
+def test_three_nodes_share_the_requests_and_converge_after_restarts(net, user):
+    """Requests fill the free partitions of the three nodes; a filter only one node meets
+    lands there; the master restarted (and PostgreSQL restarted) loses no request, and no
+    partition ever holds two instances."""
+    client, admin = net.client(user), net.client()
+    names = {key: node.config.name for key, node in net.nodes.items()}
+    lab = unique_name("lab")
+    admin.create_network(lab)
+    admin.add_network_computer(lab, names["b"])
+    hello = str(ROOT / "software-releases" / "hello" / "software.cfg")
+    admin.request_instance(title="in-lab", software=hello, parameters={"name": "lab"},
+                           node={"network": lab})          # (the admin's network, nodes)
+    free = sum(c["free"] for c in admin.list_computers() if c["name"] in names.values())
+    spread = [f"spread{i}" for i in range(free)]
+    for title in spread:                # as many as there are free partitions, no filter
+        client.request_instance(title=title, software=hello, parameters={"name": title})
+    views = _ready_all(net, user, spread)
+    assert _ready_all(net, net.admin, ["in-lab"])["in-lab"]["node"] == names["b"]
+    assert len({views[t]["node"] for t in spread}) >= 2, views      # more than one node
+
+    # a request just before the master stops, one while it is away: none is lost
+    client.change_instance(spread[0], "destroyed")
+    client.show_instance(spread[0], wait=60)
+    client.request_instance(title="before-restart", software=hello, parameters={"name": "x"})
+    master = next(p for p in net.processes if "serve" in p.args)
+    stop_group(master)
+    net.processes.remove(master)
+    time.sleep(2)                       # the agents' polls fail, and they back off
+    net.processes.append(_serve(net.base, *net.ports))
+    _wait(lambda: Client(net.master_url, retries=0).call("GET", "/health")["ok"], 30,
+          "the master, again")
+    _ready_all(net, user, ["before-restart"])
+    if net.db:                          # the database itself restarts under the master
+        client.change_instance("before-restart", "destroyed")
+        client.show_instance("before-restart", wait=60)
+        subprocess.run(["pg_ctlcluster", *_pg_cluster(), "restart"], check=True, timeout=120)
+        client.request_instance(title="after-pg", software=hello, parameters={"name": "y"})
+        _ready_all(net, user, ["after-pg"])
+    held = [(v["node"], v["partition"]) for v in client.list_instances() + admin.list_instances()
+            if v["status"] != "destroyed" and v.get("partition")]
+    assert len(held) == len(set(held)), "a partition holds two instances"
 
 
 def test_unformat_leaves_no_table_resolver_or_route(net, user):

@@ -1,0 +1,354 @@
+"""Scale benchmark: many nodes on one master of one or two workers, bursts, three nodes.
+
+* Simulated nodes (PostgreSQL, ``--db``): ``--nodes`` computers (5,000) enrolled through
+  the API, each long-polling its desired state on a connection of its own (asyncio,
+  bounded). With ``--workers 1`` and then 2: the master's RSS over all its processes;
+  unchanged polls per second (wrk, keep-alive); change -> node woken latency, p50 and p99
+  (a supply committed through the API wakes that node's parked poll, on whichever worker
+  it is parked), measured once the fleet settled (``--settle``: their first polls answered
+  and their first heartbeat written; ``--settle 3 --show-slowest 5`` shows the warm-up).
+* Burst (root, LXC): ``--burst`` (50) hello instances requested at once on a node with as
+  many free partitions: time to the first and to the last ready.
+* Three nodes (root, LXC): ``--per-node`` (50) partitions on each of three nodes, as many
+  instances as partitions requested at once: requests placed per second, time to all ready.
+
+Targets (issue 18): RSS < 300 MB over all workers with 5,000 nodes; >= 1,000 polls/s and
+more with 2 workers than with 1; wake-up p99 < 100 ms; a burst of 50 ready < 10 s.
+
+    .venv/bin/python bench/scale_bench.py --db postgresql+psycopg://u:pw@127.0.0.1/postgres
+        [--nodes 5000] [--samples 200] [--burst 50] [--per-node 50] [--skip-nodes]
+"""
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.conftest import start_master, stop_group, stop_process  # noqa: E402
+
+from slapnode.client import Client  # noqa: E402
+
+from common import SLAPNODE, Gone, make_node, print_rows, remove_node, rss_mb, timed  # noqa: E402
+from master_bench import wrk  # noqa: E402
+
+
+# -- simulated nodes -----------------------------------------------------------------------
+
+def process_tree_rss(pid):
+    """RSS (MB) of ``pid`` and of every process below it (the master's workers)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stream:
+                    parent = int(stream.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+            except (OSError, ValueError):
+                pass
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += rss_mb(current)
+        except Gone:
+            pass
+        todo += children.get(current, [])
+    return total
+
+
+async def _response(reader):
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return json.loads(await reader.readexactly(length)) if length else None
+
+
+class Fleet:
+    """``credentials`` long-polling, each on its connection."""
+
+    def __init__(self, host, port, credentials):
+        self.host, self.port, self.credentials = host, port, credentials
+        self.conns = {}
+
+    async def park(self, index, revision):
+        reader, writer = self.conns.get(index) or await asyncio.open_connection(self.host, self.port)
+        self.conns[index] = (reader, writer)
+        writer.write((f"GET /api/v1/node/desired-state?after={revision}&wait=120 HTTP/1.1\r\n"
+                      f"Host: {self.host}\r\nAuthorization: Bearer {self.credentials[index]}\r\n\r\n")
+                     .encode())
+        await writer.drain()
+
+    async def park_all(self, revisions):
+        sem = asyncio.Semaphore(200)
+
+        async def one(i):
+            async with sem:
+                await self.park(i, revisions[i])
+        await asyncio.gather(*(one(i) for i in range(len(self.credentials))))
+
+    def close(self):
+        for _, writer in self.conns.values():
+            writer.close()
+        self.conns = {}
+
+
+def enroll_nodes(client, url, count):
+    """(credentials, revisions) of ``count`` new computers."""
+    def one(i):
+        name = f"sim{secrets.token_hex(4)}{i}"
+        token = client.create_enrollment_token(name, scope="public")["token"]
+        node = Client(url, Client(url, retries=0).enroll(token)["credential"], retries=0)
+        return node.token, node.desired_state()["revision"], name
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def simulated(args, base):
+    """Rows for 1 and 2 workers, on one PostgreSQL database of its own."""
+    from sqlalchemy import create_engine, text
+
+    name = f"slapnode_scale_{secrets.token_hex(4)}"
+    admin_engine = create_engine(args.db, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    db = f"{args.db.rsplit('/', 1)[0]}/{name}"
+    rows, nodes = [], None
+    try:
+        for workers in args.worker_counts:
+            proc, url, admin = start_master(base / "master", db, new_session=True,
+                                            serve_args=("--workers", str(workers)))
+            try:
+                client = Client(url, admin)
+                if nodes is None:
+                    print(f"enrolling {args.nodes} simulated nodes ...", flush=True)
+                    nodes = enroll_nodes(client, url, args.nodes)
+                    client.add_software("http://example.test/sim.cfg", "sim")
+                rows += measure_workers(args, url, proc.pid, client, nodes, workers)
+            finally:
+                stop_group(proc)
+    finally:
+        with admin_engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()
+    return rows
+
+
+def measure_workers(args, url, pid, client, nodes, workers):
+    host, port = url.split("//")[1].split(":")
+    credentials = [n[0] for n in nodes]
+    revisions = [Client(url, c, retries=0).desired_state()["revision"] for c in credentials[:1]]
+    polls = statistics.median(wrk(f"{url}/api/v1/node/desired-state?after={revisions[0]}",
+                                  credentials[0], args.seconds, 32, 2)[0]
+                              for _ in range(args.runs))
+    fleet = Fleet(host, int(port), credentials)
+    loop = asyncio.new_event_loop()
+    current = {i: n[1] for i, n in enumerate(nodes)}
+    latencies = []
+    try:
+        loop.run_until_complete(fleet.park_all(current))
+        # steady state: every node's first poll answered (their credentials looked up once)
+        # and the first heartbeat of all of them written (master/liveness.py, every 15 s)
+        loop.run_until_complete(asyncio.sleep(args.settle))
+        rss = process_tree_rss(pid)
+        picks = secrets.SystemRandom().sample(range(len(nodes)), min(args.samples, len(nodes)))
+        began, when = time.monotonic(), []
+        for i in picks:
+            client.supply("http://example.test/sim.cfg", nodes[i][2])      # committed here
+            committed = time.monotonic()
+            answer = loop.run_until_complete(asyncio.wait_for(_response(fleet.conns[i][0]), 30))
+            latencies.append((time.monotonic() - committed) * 1000)
+            when.append((latencies[-1], committed - began))
+            assert answer["changed"] and answer["revision"] > current[i], answer
+            current[i] = answer["revision"]
+            loop.run_until_complete(fleet.park(i, current[i]))
+    finally:
+        fleet.close()
+        loop.run_until_complete(asyncio.sleep(0.2))
+        loop.close()
+    for latency, at in sorted(when, reverse=True)[:args.show_slowest]:
+        print(f"  {workers} worker(s): {latency:.0f} ms at {at:.2f} s into the samples")
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return [
+        {"what": f"{len(nodes):,} nodes parked: master RSS, {workers} worker(s)",
+         "value": f"{rss:.0f} MB", "target": "< 300 MB", "ok": "yes" if rss < 300 else "NO"},
+        {"what": f"unchanged polls/s, {workers} worker(s)", "value": f"{polls:,.0f}",
+         "target": ">= 1,000", "ok": "yes" if polls >= 1000 else "NO", "polls": polls},
+        {"what": f"change -> node woken p50 / p99, {workers} worker(s)",
+         "value": f"{p50:.1f} / {p99:.1f} ms", "target": "p99 < 100 ms",
+         "ok": "yes" if p99 < 100 else "NO"},
+    ]
+
+
+# -- real nodes -----------------------------------------------------------------------------
+
+class RealNode:
+    def __init__(self, url, admin, base, prefix, partitions, ipv4_range, name):
+        base.mkdir()
+        os.chmod(base, 0o755)
+        self.prefix, self.agent = prefix, None
+        self.config, path = make_node(url, admin, base, prefix, partitions,
+                                      "lxc" if shutil.which("lxc-execute") else "user",
+                                      ipv4_range, name=name)
+        self.path, self.base = path, base
+
+    def start(self):
+        self.log = open(self.base / "agent.log", "w")
+        self.agent = subprocess.Popen(SLAPNODE + ["node", "run", "--config", str(self.path)],
+                                      stdout=self.log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    def stop(self):
+        if self.agent is not None:
+            stop_group(self.agent)
+        remove_node(self.config, self.prefix)
+
+
+def until_ready(client, titles, seconds):
+    """(time to the first ready, to the last) of ``titles``, from now."""
+    started, first, waiting = time.monotonic(), None, set(titles)
+    while waiting and time.monotonic() - started < seconds:
+        for view in client.list_instances():
+            if view["title"] in waiting and view["status"] == "ready":
+                waiting.discard(view["title"])
+                first = first or time.monotonic() - started
+            elif view["title"] in waiting and view["status"] == "error":
+                raise RuntimeError(f"{view['title']}: {view.get('reason')}")
+        time.sleep(0.05)
+    if waiting:
+        raise RuntimeError(f"{len(waiting)} of {len(titles)} not ready after {seconds} s")
+    return first, time.monotonic() - started
+
+
+def request_all(client, software, titles, node=None):
+    """Request every title at once (16 at a time); seconds it took."""
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda t: client.request_instance(
+            title=t, software=software, parameters={"name": t}, node=node or {}), titles))
+    return time.monotonic() - started
+
+
+def destroy_all(client, titles):
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda t: client.change_instance(t, "destroyed"), titles))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(
+            v["status"] != "destroyed" for v in client.list_instances() if v["title"] in set(titles)):
+        time.sleep(0.2)
+
+
+def real_nodes(args, base):
+    tag = secrets.token_hex(2)
+    proc, url, admin_token = start_master(base / "real-master")
+    nodes, rows = [], []
+    try:
+        admin = Client(url, admin_token)
+        hello = f"{url}/software-releases/hello/software.cfg"
+        admin.add_software(hello, "hello")
+        user = Client(url, admin.add_user("bench")["token"])
+        for i, (count, name) in enumerate(((max(args.burst, args.per_node), "one"),
+                                           (args.per_node, "two"), (args.per_node, "three"))):
+            nodes.append(RealNode(url, admin, base / f"node{i}", f"snsc{tag}{i}", count,
+                                  f"10.246.{i * 4}.0/22", name))
+            admin.supply(hello, name)
+            timed(SLAPNODE + ["node", "software", "--config", str(nodes[-1].path)])
+        nodes[0].start()
+        time.sleep(2)
+        titles = [f"burst{i}" for i in range(args.burst)]
+        asked = request_all(user, hello, titles, {"computer": "one"})
+        first, last = until_ready(user, titles, 300)
+        rows.append({"what": f"burst: {args.burst} requested at once ({asked:.1f} s to ask), "
+                             "first ready", "value": f"{first:.2f} s", "target": "-", "ok": "-"})
+        rows.append({"what": f"burst: all {args.burst} ready", "value": f"{last:.2f} s",
+                     "target": "< 10 s", "ok": "yes" if last < 10 else "NO"})
+        destroy_all(user, titles)
+        for node in nodes[1:]:
+            node.start()
+        time.sleep(2)
+        titles = [f"spread{i}" for i in range(3 * args.per_node)]
+        asked = request_all(user, hello, titles)
+        placed = len(titles) / asked
+        _, last = until_ready(user, titles, 600)
+        spread = {}
+        for view in user.list_instances():
+            if view["title"] in set(titles):
+                spread[view["node"]] = spread.get(view["node"], 0) + 1
+        rows.append({"what": f"three nodes: {len(titles)} requests placed/s", "value": f"{placed:.0f}",
+                     "target": "-", "ok": "-"})
+        rows.append({"what": f"three nodes: all {len(titles)} ready "
+                             f"({', '.join(f'{k} {v}' for k, v in sorted(spread.items()))})",
+                     "value": f"{last:.1f} s", "target": "-", "ok": "-"})
+        destroy_all(user, titles)
+    finally:
+        for node in nodes:
+            node.stop()
+        stop_process(proc)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", help="a PostgreSQL URL whose server lets the bench create a "
+                                     "database (needed for the simulated nodes)")
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--per-node", type=int, default=50)
+    parser.add_argument("--skip-nodes", action="store_true", help="no real nodes (no root needed)")
+    parser.add_argument("--skip-simulated", action="store_true")
+    parser.add_argument("--settle", type=float, default=17.0,
+                        help="seconds between parking the nodes and measuring (warm-up)")
+    parser.add_argument("--worker-counts", type=lambda t: [int(x) for x in t.split(",")],
+                        default=[1, 2], help="e.g. 1,2 (the default) or 1")
+    parser.add_argument("--show-slowest", type=int, default=0,
+                        help="print the slowest wake-ups with when they happened")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    base = Path(tempfile.mkdtemp(prefix="slapnode-bench-scale-"))
+    os.chmod(base, 0o755)
+    rows = []
+    try:
+        if not args.skip_simulated:
+            if not args.db:
+                rows.append({"what": "simulated nodes", "value": "not measured",
+                             "target": "-", "ok": "give --db (PostgreSQL)"})
+            else:
+                measured = simulated(args, base)
+                one = [r["polls"] for r in measured if "polls" in r]
+                rows += measured
+                if len(one) == 2:
+                    rows.append({"what": "polls/s, 2 workers / 1 worker", "value": f"{one[1] / one[0]:.2f}",
+                                 "target": "> 1", "ok": "yes" if one[1] > one[0] else "NO"})
+        if not args.skip_nodes:
+            if os.geteuid() != 0:
+                rows.append({"what": "real nodes", "value": "not measured", "target": "-",
+                             "ok": "needs root"})
+            else:
+                rows += real_nodes(args, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"\nscale, medians of {args.runs} runs where repeated")
+    print_rows(rows, [("WHAT", "what"), ("VALUE", "value"), ("TARGET", "target"), ("OK", "ok")])
+
+
+if __name__ == "__main__":
+    main()
