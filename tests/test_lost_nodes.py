@@ -15,7 +15,7 @@ import pytest
 from slapnode.client import Client
 from slapnode.errors import MasterError
 
-from .conftest import PG_URL, REQUIRE_PG, _pg_admin, start_master, stop_process
+from .conftest import PG_URL, REQUIRE_PG, _pg_admin, run_cli, start_master, stop_process
 
 LOST_AFTER = 2
 
@@ -114,6 +114,9 @@ def test_a_lost_nodes_instance_is_unreachable_then_moved_and_the_node_comes_back
             admin.show_instance("web")), 10, "the instance to be unreachable")
         assert "its node gone is lost (last seen 20" in view["reason"] and "--move" in view["reason"]
         assert admin.show_computer("gone")["lost"] and not admin.show_computer("alive")["lost"]
+        listed = run_cli(["node", "list"], url, token).stdout.splitlines()
+        assert [line.split()[3] for line in listed if line.split()[0] in ("gone", "alive")] \
+            == ["running", "lost"]                              # (sorted by name)
         # a request waits for a live node: nothing is placed on the lost one
         admin.request_instance(title="other", software=software, parameters={})
         assert admin.show_instance("other")["node"] == "alive"

@@ -17,7 +17,7 @@ import pytest
 
 from slapnode.errors import MasterError
 
-from .conftest import free_port, run_cli, slapnode_cmd, stop_process, unique_name
+from .conftest import free_port, slapnode_cmd, stop_process, unique_name
 
 HERE = Path(__file__).resolve().parent
 

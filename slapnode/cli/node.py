@@ -59,7 +59,8 @@ def list_(ctx, as_json):
         print_json(rows)
         return
     for row in rows:
-        row["now"] = (row.get("availability") or {}).get("state", "running")
+        row["now"] = "lost" if row.get("lost") else \
+            (row.get("availability") or {}).get("state", "running")
     print_table(rows, [("NAME", "name"), ("OWNER", "owner"), ("SCOPE", "scope"), ("NOW", "now"),
                        ("PARTITIONS", "partitions"), ("FREE", "free"), ("CPUS", "cpus"), ("RAM_MB", "ram_mb"), ("DISK_GB", "disk_gb"),
                        ("ARCH", "arch"), ("DISTRIBUTION", "distribution"),

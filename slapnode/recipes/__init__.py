@@ -41,6 +41,12 @@ def find(spec):
     dist, sep, name = spec.partition(":")
     if not sep or not dist or not name:
         raise RecipeError(f"recipe {spec!r} must be DISTRIBUTION:NAME, e.g. slapnode:download")
+    try:        # that distribution's own metadata only: a deployment is not a scan of them all
+        for entry in metadata.distribution(dist).entry_points:
+            if entry.group == GROUP and entry.name == name:
+                return entry.load()
+    except metadata.PackageNotFoundError:
+        pass
     for entry in _entry_points():
         if entry.name == name and entry.dist is not None and _norm(entry.dist.name) == _norm(dist):
             return entry.load()
