@@ -221,6 +221,10 @@ class NodeCredentials:
     def __init__(self):
         self._cache = {}
 
+    def cached(self, token):
+        """The principal of a credential seen before, or None (no I/O: for the event loop)."""
+        return self._cache.get(auth.hash_token(token)) if token else None
+
     def authenticate(self, session_factory, token):
         if token is None:
             raise Unauthorized("no node credential given")

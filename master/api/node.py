@@ -14,6 +14,7 @@ from ..core import computer_key
 from ..models import Computer, iso
 from .bodies import (Capacity, CertificateRequest, Enrollment, MailRequest, NodeReport,
                      PartitionReport)
+from . import deps
 from .deps import master_of, node_of, SafeJSONResponse, StrictRoute, unless_disconnected
 
 router = APIRouter(prefix="/node", tags=["node"], route_class=StrictRoute)
@@ -77,7 +78,10 @@ async def desired_state(request: Request, after: int | None = Query(None, ge=0),
     """The computer's desired state. With ``after=N``: answer ``changed: false``
     while the revision is still N, waiting up to ``wait`` seconds for a change."""
     master = master_of(request)
-    node = node_of(request)
+    # a credential not seen yet is looked up in the thread pool: thousands of nodes coming
+    # back at once (a master restarted) must not hold the event loop one query each
+    node = request.app.state.nodes.cached(deps.token_of(request)) or \
+        await run_in_threadpool(node_of, request)
     master.liveness.saw(node.computer_id)
     key = computer_key(node.computer_id)
     if after is not None:
