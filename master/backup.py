@@ -148,12 +148,7 @@ def restore(file, data_dir, url=None, force=False):
     the backup's master.cfg names, or SQLite in ``data_dir``). Returns the manifest."""
     manifest, members = _members(file)
     data_dir = Path(data_dir)
-    saved = {}
-    if "master.cfg" in members:
-        for line in members["master.cfg"].decode().splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                saved[key.strip()] = value.strip()
+    saved = dbmod.parse_settings(members["master.cfg"].decode()) if "master.cfg" in members else {}
     # a PostgreSQL master comes back in its database (or --db); SQLite in the new data dir
     pg_saved = saved.get("db") if saved.get("db") and not dbmod.is_sqlite(saved["db"]) else None
     url = url or pg_saved or dbmod.default_url(data_dir)

@@ -32,12 +32,16 @@ def read_settings(data_dir):
     """What ``master init`` saved in master.cfg: {"db": URL, "domain": zone, "names": the
     names and addresses of its certificate, comma-separated}, as given."""
     saved = Path(data_dir) / CONFIG_NAME
+    return parse_settings(saved.read_text()) if saved.exists() else {}
+
+
+def parse_settings(text):
+    """master.cfg's text -> {key: value} of the keys it may hold. Pure."""
     settings = {}
-    if saved.exists():
-        for line in saved.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key.strip() in SAVED:
-                settings[key.strip()] = value.strip()
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in SAVED:
+            settings[key.strip()] = value.strip()
     return settings
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from slapnode.mail.rules import instance_header, with_header  # noqa: F401 (the API's)
+from slapnode.mail.rules import instance_header
 
 from .errors import ApiError, BadRequest, NotFound
 from .models import AuditEvent, Instance, Partition, utcnow

@@ -193,8 +193,8 @@ class InstancePass:
                 done.append(outcomes[-1])
                 # a burst is reported as it comes, not when its last instance is done
                 # (not while a port is being forwarded: that is applied after the pass)
-                if len(futures) > 1 and time.monotonic() - said_at >= REPORT_EVERY \
-                        and not self.rules_changed and len(done) < len(futures):
+                if len(outcomes) < len(futures) and time.monotonic() - said_at >= REPORT_EVERY \
+                        and not self.rules_changed:
                     self._report([o for o in done if o.kind != "check"], True)
                     done, said_at = [], time.monotonic()
         self._rules()
@@ -501,6 +501,7 @@ class Daemon:
         self.software_thread = None
         self.passes = 0
         self.relay = None                   # the partitions' mail relay (slapnode/mail/)
+        self.relay_doc = None               # the desired state its senders were taken from
         self.relay_retry = 0.0
         self.availability = None            # the volunteer's policy now (what to report)
         self.availability_sent = None
@@ -634,14 +635,15 @@ class Daemon:
             self.relay.stop()
 
     def _mail(self, doc):
-        """The partitions' mail relay: started with the first pass, then told at each
-        which partitions hold an instance, and its address. One that cannot listen is tried
+        """The partitions' mail relay: started with the first pass, then told, at each new
+        desired state, which partitions hold an instance, and its address. One that cannot listen is tried
         again a minute later, and said once."""
         from . import nodeconfig
         from .mail import rules
 
-        if not nodeconfig.relays_mail(self.config):
-            return
+        if not nodeconfig.relays_mail(self.config) or \
+                (self.relay is not None and doc is self.relay_doc):
+            return                      # (the same desired state: the same senders)
         if self.relay is None:
             if time.monotonic() < self.relay_retry:
                 return
@@ -661,6 +663,7 @@ class Daemon:
             self.say(f"the partitions' mail relay listens on port {self.config.mail_port} of "
                      "the bridge's gateway")
         self.relay.update(rules.senders(doc, parts_of(self.config)), doc.get("computer", ""))
+        self.relay_doc = doc
 
     def _software_pending(self, doc):
         """(a supplied release is unbuilt and may be tried now, when the next one may be)."""

@@ -1,6 +1,7 @@
 """Shared fixtures: a real master process on loopback (SQLite and PostgreSQL),
 the CLI run in-process, and names unique to this test run."""
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -194,20 +195,37 @@ def _pg_admin(sql):
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def pg_database():
-    """A PostgreSQL database made for this test run, dropped at the end."""
+def require_pg():
+    """PostgreSQL is there, or the test fails (SLAPNODE_REQUIRE_PG=1) or is skipped."""
     if not PG_URL:
         if REQUIRE_PG:
             pytest.fail("SLAPNODE_TEST_PG_URL is not set but SLAPNODE_REQUIRE_PG=1")
         pytest.skip("no PostgreSQL (set SLAPNODE_TEST_PG_URL; `bash install.sh test` does)")
-    name = f"slapnode_test_{RUN_ID}_{secrets.token_hex(3)}"
+
+
+@contextlib.contextmanager
+def fresh_pg_database(prefix):
+    """The URL of a PostgreSQL database made for the caller, dropped after it."""
+    name = f"{prefix}_{RUN_ID}_{secrets.token_hex(3)}"
     _pg_admin(f'CREATE DATABASE "{name}"')
-    base = PG_URL.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}"
+        yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
     finally:
         _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def sh(*cmd, ns=None, check=True, **kwargs):
+    """``cmd`` (in network namespace ``ns``), its output captured as text."""
+    argv = (["ip", "netns", "exec", ns] if ns else []) + [str(c) for c in cmd]
+    return subprocess.run(argv, capture_output=True, text=True, check=check, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A PostgreSQL database made for this test run, dropped at the end."""
+    require_pg()
+    with fresh_pg_database("slapnode_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

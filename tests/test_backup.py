@@ -4,7 +4,6 @@ catalog, instances, tokens and invoices under the same CA, and the node goes on 
 it with its credential and pinned CA. SQLite and PostgreSQL."""
 
 import os
-import secrets
 import shutil
 import stat
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from slapnode.client import Client
 
-from .conftest import PG_URL, REQUIRE_PG, _pg_admin, slapnode_cmd, start_master, stop_process
+from .conftest import fresh_pg_database, require_pg, slapnode_cmd, start_master, stop_process
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -24,19 +23,10 @@ def databases(request):
     if request.param == "sqlite":
         yield None, None
         return
-    if not PG_URL:
-        if REQUIRE_PG:
-            pytest.fail("SLAPNODE_TEST_PG_URL is not set but SLAPNODE_REQUIRE_PG=1")
-        pytest.skip("no PostgreSQL (set SLAPNODE_TEST_PG_URL; `bash install.sh test` does)")
-    names = [f"slapnode_backup_{secrets.token_hex(4)}" for _ in range(2)]
-    for name in names:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    base = PG_URL.rsplit("/", 1)[0]
-    try:
-        yield tuple(f"{base}/{name}" for name in names)
-    finally:
-        for name in names:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    require_pg()
+    with fresh_pg_database("slapnode_backup") as source, \
+            fresh_pg_database("slapnode_restored") as target:
+        yield source, target
 
 
 def _cli(*args):

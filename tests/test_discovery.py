@@ -18,14 +18,9 @@ import pytest
 
 from slapnode import nodeconfig
 
-from .conftest import free_port, slapnode_cmd, stop_group
+from .conftest import free_port, sh, slapnode_cmd, stop_group
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
-
-def sh(*cmd, ns=None, check=True, **kwargs):
-    argv = (["ip", "netns", "exec", ns] if ns else []) + [str(c) for c in cmd]
-    return subprocess.run(argv, capture_output=True, text=True, check=check, **kwargs)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ instances show ``unreachable`` with when it was last seen, ``instance request --
 puts one on another node, destroying one frees it at once, and the lost node, back,
 is told its partition is free (its agent destroys what it kept). SQLite and PostgreSQL."""
 
-import secrets
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -15,7 +15,7 @@ import pytest
 from slapnode.client import Client
 from slapnode.errors import MasterError
 
-from .conftest import PG_URL, REQUIRE_PG, _pg_admin, run_cli, start_master, stop_process
+from .conftest import fresh_pg_database, require_pg, run_cli, start_master, stop_process
 
 LOST_AFTER = 2
 
@@ -23,26 +23,17 @@ LOST_AFTER = 2
 @pytest.fixture(params=["sqlite", "postgresql"])
 def quick_master(request):
     """A master that calls a node lost after 2 s without a poll."""
-    db = None
-    if request.param == "postgresql":
-        if not PG_URL:
-            if REQUIRE_PG:
-                pytest.fail("SLAPNODE_TEST_PG_URL is not set but SLAPNODE_REQUIRE_PG=1")
-            pytest.skip("no PostgreSQL (set SLAPNODE_TEST_PG_URL; `bash install.sh test` does)")
-        name = f"slapnode_lost_{secrets.token_hex(4)}"
-        _pg_admin(f'CREATE DATABASE "{name}"')
-        db = f"{PG_URL.rsplit('/', 1)[0]}/{name}"
-    base = Path(tempfile.mkdtemp(prefix="slapnode-lost-"))
-    proc = None
-    try:
-        proc, url, token = start_master(base / "m", db, serve_args=("--lost-after", str(LOST_AFTER)))
+    with contextlib.ExitStack() as stack:
+        db = None
+        if request.param == "postgresql":
+            require_pg()
+            db = stack.enter_context(fresh_pg_database("slapnode_lost"))
+        base = Path(tempfile.mkdtemp(prefix="slapnode-lost-"))
+        stack.callback(shutil.rmtree, base, ignore_errors=True)
+        proc, url, token = start_master(base / "m", db,
+                                        serve_args=("--lost-after", str(LOST_AFTER)))
+        stack.callback(stop_process, proc)
         yield url, token
-    finally:
-        if proc is not None:
-            stop_process(proc)
-        shutil.rmtree(base, ignore_errors=True)
-        if db:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{db.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 class Poller:

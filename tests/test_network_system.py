@@ -10,17 +10,15 @@ packet of these tests is sent to any address outside the namespaces and
 interfaces made here.
 """
 
-import http.server
+import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +29,8 @@ from slapnode import nodeconfig
 from slapnode.client import Client
 from slapnode.errors import MasterError
 
-from .conftest import (PG_URL, REQUIRE_PG, _pg_admin, free_port, require_lxc, slapnode_cmd,
-                       stop_group, unique_name)
+from .conftest import (PG_URL, REQUIRE_PG, free_port, fresh_pg_database, require_lxc,
+                       require_pg, sh, slapnode_cmd, stop_group, unique_name)
 from .test_instances_system import _remove_ours
 from .security.conftest import write_release
 from .test_releases_system import JOB as CONDOR_JOB
@@ -85,11 +83,6 @@ ROUTED6 = "2001:db8:ff:c00::/64"
 BOINC_MASTER = ('<html><head><title>Test project</title></head><body>\n'
                 '<!-- <scheduler>http://www.example.test/boinc_cgi/cgi</scheduler> -->\n'
                 '<scheduler>http://www.example.test/boinc_cgi/cgi</scheduler>\n</body></html>\n')
-
-
-def sh(*cmd, ns=None, check=True, **kwargs):
-    argv = (["ip", "netns", "exec", ns] if ns else []) + [str(c) for c in cmd]
-    return subprocess.run(argv, capture_output=True, text=True, check=check, **kwargs)
 
 
 CGROUPS = Path("/run/slapnode-test-cgroups")
@@ -251,18 +244,6 @@ def _plug(upstream, ns, host_if, up_if, address4, address6, host_netns=True):
         sh("ip", "-6", "route", "add", "default", "via", UP6, ns=ns)
 
 
-def _net_database(tag):
-    """A PostgreSQL database of the small internet's master (None: SQLite), so that the
-    grid runs on what a real deployment uses, and PostgreSQL itself can be restarted."""
-    if not PG_URL:
-        if REQUIRE_PG:
-            pytest.fail("SLAPNODE_TEST_PG_URL is not set but SLAPNODE_REQUIRE_PG=1")
-        return None
-    name = f"slapnode_net_{tag}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
-    return f"{PG_URL.rsplit('/', 1)[0]}/{name}"
-
-
 def _serve(base, port, dns_port):
     log = open(base / "master.log", "a")
     return subprocess.Popen(slapnode_cmd("master", "serve", "--data-dir", base / "master",
@@ -337,7 +318,11 @@ def net():
     os.chmod(base, 0o755)
     upstream = f"sn{tag}up"
     processes, handle = [], None
-    db = _net_database(tag)
+    # on PostgreSQL when the tests have it: what a real grid runs on, and it can be restarted
+    if REQUIRE_PG:
+        require_pg()
+    databases = contextlib.ExitStack()
+    db = databases.enter_context(fresh_pg_database("slapnode_net")) if PG_URL else None
     try:
         http_log = _start_upstream(upstream, base, processes)
         _plug(upstream, None, f"sn{tag}h", f"up{tag}h", HOST4, None)
@@ -356,8 +341,7 @@ def net():
         yield handle
     finally:
         _teardown(tag, base, upstream, handle, processes)
-        if db:
-            _pg_admin(f'DROP DATABASE IF EXISTS "slapnode_net_{tag}" WITH (FORCE)')
+        databases.close()
 
 
 def _teardown(tag, base, upstream, handle, processes):

@@ -133,6 +133,8 @@ def mail(body: MailRequest, request: Request):
     import base64
     import binascii
 
+    from slapnode.mail.rules import with_header
+
     from .. import db as dbmod, mail as mailmod
     from ..errors import ApiError, BadRequest
 
@@ -161,7 +163,7 @@ def mail(body: MailRequest, request: Request):
         raise BadRequest(f"the sender of instance {body.instance_id} is {sender}, "
                          f"not {body.sender[:80]}")
     accepted = mailmod.send(smarthost, sender, body.recipients,
-                            mailmod.with_header(message, header))
+                            with_header(message, header))
 
     def count(session):
         return mailmod.count(session, node, body.instance_id, title, accepted)
