@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import safefs, usage
+from . import safefs, trace, usage
 from .deploy import isolation as isolation_mod
 from .deploy import certificate, promises
 from .deploy import status as _status
@@ -173,6 +173,13 @@ class InstancePass:
         self.rules_changed = False
         self.public_ipv4 = None
         self.after_freeze = False       # the next usage covers frozen time: no credit for it
+        self.locks, self.locks_guard = {}, threading.Lock()
+
+    def lock(self, reference):
+        """The lock of one partition: held while the pass works in it (and while the
+        warmer starts or stops it, ``deploy/warm.py``)."""
+        with self.locks_guard:
+            return self.locks.setdefault(reference, threading.Lock())
 
     def software_digests(self, doc):
         urls = {p["instance"]["software"] for p in doc.get("partitions", []) if p.get("instance")}
@@ -180,6 +187,7 @@ class InstancePass:
                 for url in urls}
 
     def run(self, doc, only_changed_reports=False):
+        trace.mark("pass")
         parts = parts_of(self.config)
         self.zone = (doc.get("dns") or {}).get("zone", "")
         actions = plan(doc, self.local.get(), self.software_digests(doc))
@@ -225,6 +233,11 @@ class InstancePass:
             outcome.status, outcome.reason = InstanceStatus.ERROR, "partition not formatted"
             return self._finish(outcome, action, started)
         partition = Partition(self.config, part, self.isolation, self.zone)
+        with self.lock(action.reference):
+            self._act(action, partition, outcome)
+        return self._finish(outcome, action, started)
+
+    def _act(self, action, partition, outcome):
         try:
             if action.kind == "destroy":
                 partition.destroy()
@@ -240,7 +253,6 @@ class InstancePass:
             outcome.status, outcome.reason = InstanceStatus.ERROR, str(exc)
         except Exception as exc:        # keep the other partitions going; say what broke
             outcome.status, outcome.reason = InstanceStatus.ERROR, f"{type(exc).__name__}: {exc}"
-        return self._finish(outcome, action, started)
 
     def _waiting(self, instance):
         failure = self.software_failure(instance["software"])
@@ -316,6 +328,7 @@ class InstancePass:
         without a CA, or one that is away, leaves the instance without TLS, not broken)."""
         if self.client is None or not certificate.due(record, instance["id"], _utcnow()):
             return
+        trace.mark(f"{partition.part.reference} certificate")
         try:
             record["certificate"] = {**certificate.renew(self.client, partition.part,
                                                          instance["id"]), "ok": True}
@@ -423,7 +436,9 @@ class InstancePass:
             shared += outcome.shared
         if items or shared:
             try:
+                trace.mark(f"report {len(items)}")
                 self.client.report(instances=items, shared=shared)
+                trace.mark("reported")
             except MasterError as exc:
                 self.say(f"report failed: {exc}")
                 self.last_reports.clear()
@@ -503,6 +518,10 @@ class Daemon:
         self.relay = None                   # the partitions' mail relay (slapnode/mail/)
         self.relay_doc = None               # the desired state its senders were taken from
         self.relay_retry = 0.0
+        from .deploy.warm import Warmer
+
+        self.warmer = Warmer(config, self.instances.isolation, self.instances.lock, self.say)
+        self.warm_doc = None                # the desired state the warm partitions follow
         self.availability = None            # the volunteer's policy now (what to report)
         self.availability_sent = None
         self.policy = None
@@ -574,6 +593,7 @@ class Daemon:
                 self.say(f"master reachable again after {time.monotonic() - outage:.0f} s")
                 outage = None
             if doc.get("changed", True) and doc.get("revision") != self.revision:
+                trace.mark(f"desired state {doc.get('revision')}")
                 self.doc, self.revision = doc, doc["revision"]
                 self.wake.set()
 
@@ -623,6 +643,7 @@ class Daemon:
                 continue        # frozen or paused: nothing may run inside the partitions now
             self._mail(doc)         # before: a service may send as soon as it starts
             outcomes = self.instances.run(doc, only_changed_reports=doc is last_doc)
+            self._warm(doc, outcomes)
             if doc is not last_doc:
                 settle = None   # a new desired state: its requests get the quick checks
             settle = settle_delay(settle, any(o.status == InstanceStatus.DEPLOYING
@@ -631,8 +652,21 @@ class Daemon:
             last_doc = doc
         if self.software_thread is not None:    # builds in flight were told to stop: wait
             self.software_thread.join(30)       # for them, so none outlives the daemon
+        # free partitions kept warm hold nothing: they do not outlive the agent
+        self.warmer.cool_all(self.instances.local, parts_of(self.config))
         if self.relay is not None:
             self.relay.stop()
+
+    def _warm(self, doc, outcomes):
+        """Keep the next free partitions started (``deploy/warm.py``): after a new desired
+        state, or a pass that emptied a partition; never while the owner holds them."""
+        emptied = [o.reference for o in outcomes if o.kind == "destroy"]
+        self.warmer.warm.difference_update(emptied)     # destroy stopped their containers
+        if doc is self.warm_doc and not emptied:
+            return
+        self.warm_doc = doc
+        allowed = self.availability is None or self.availability["state"] == "running"
+        self.warmer.update(doc, self.instances.local, parts_of(self.config), allowed)
 
     def _mail(self, doc):
         """The partitions' mail relay: started with the first pass, then told, at each new

@@ -1,21 +1,19 @@
-"""The master client: one ``requests.Session``, retries, one-line errors.
+"""The master client: the API's calls, one-line errors.
 
 Owns how the CLI and the node agent talk to the master: where it is and which
 token to send (``--master``/``--token``, then ``SLAPNODE_MASTER``/
-``SLAPNODE_TOKEN``, then the client config file), connection retries with
-backoff for idempotent calls, and turning any failure into a
+``SLAPNODE_TOKEN``, then the client config file), and turning any failure (of
+the wire, :mod:`slapnode.transport`, or said by the master) into a
 :class:`MasterError` whose message is the master's one-line ``detail``.
 """
 
 import configparser
+import json as _json
 import os
 from pathlib import Path
 from urllib.parse import quote
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-
+from . import transport
 from .errors import MasterError, UsageError
 
 API = "/api/v1"
@@ -104,38 +102,42 @@ class Client:
         self.token = token
         self.timeout = timeout
         self.ca_file = ca_file
-        self.session = requests.Session()
-        # a pinned CA is the only one trusted for this master; else the system's store
-        self.session.verify = str(ca_file) if ca_file else True
-        retry = Retry(total=retries, connect=retries, read=0, status=0, backoff_factor=0.2,
-                      allowed_methods=frozenset({"GET", "PUT"}))
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        headers = {"User-Agent": "slapnode-client"}
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-        self.session.headers["User-Agent"] = "slapnode-client"
+            headers["Authorization"] = f"Bearer {token}"
+        # a pinned CA is the only one trusted for this master; else the system's store
+        self.transport = transport.Transport(self.master, ca_file=ca_file, retries=retries,
+                                             headers=headers)
 
-    def call(self, method, path, timeout=None, **kwargs):
+    def _failure(self, exc):
+        """A wire failure as the one line a user reads."""
+        if isinstance(exc, transport.TLSFailure):
+            return MasterError(_tls_problem(self.master, exc, self.ca_file))
+        if isinstance(exc, transport.Unreachable):
+            return MasterError(f"cannot reach the master at {self.master}; is it running "
+                               "(`slapnode master serve`) and is --master right?")
+        if isinstance(exc, transport.TimedOut):
+            return MasterError(f"the master at {self.master} did not answer in time")
+        return MasterError(f"talking to the master at {self.master} failed: {exc}")
+
+    def call(self, method, path, timeout=None, params=None, json=None, data=None, headers=None):
         url = f"{self.master}{API}{path}"
+        body, sent_headers = data, dict(headers or {})
+        if json is not None:
+            body = _json.dumps(json).encode()
+            sent_headers["Content-Type"] = "application/json"
+        elif data is not None and hasattr(data, "fileno"):
+            sent_headers["Content-Length"] = str(os.fstat(data.fileno()).st_size)
         try:
-            # (verify given per request: requests would let REQUESTS_CA_BUNDLE override the
-            # session's pinned CA)
-            response = self.session.request(method, url, timeout=timeout or self.timeout,
-                                            verify=self.session.verify, **kwargs)
-        except requests.exceptions.SSLError as exc:
-            raise MasterError(_tls_problem(self.master, exc, self.ca_file)) from None
-        except requests.ConnectionError:
-            raise MasterError(f"cannot reach the master at {self.master}; is it running "
-                              "(`slapnode master serve`) and is --master right?") from None
-        except requests.Timeout:
-            raise MasterError(f"the master at {self.master} did not answer in time") from None
-        except requests.RequestException as exc:
-            raise MasterError(f"talking to the master at {self.master} failed: {exc}") from None
+            response = self.transport.request(method, API + path, params=params, body=body,
+                                              headers=sent_headers,
+                                              timeout=timeout or self.timeout)
+        except transport.Failure as exc:
+            raise self._failure(exc) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
-            except ValueError:
+            except (ValueError, AttributeError):
                 detail = None
             if not isinstance(detail, str) or not detail:
                 detail = f"HTTP {response.status_code} from {url}"
@@ -147,6 +149,17 @@ class Client:
         except ValueError:
             raise MasterError(f"the master at {self.master} answered something that is not JSON; "
                               "is --master the slapnode master?") from None
+
+    def get(self, path, timeout=None):
+        """GET a path outside the API (``/api/v1/ca.crl``…): the raw bytes."""
+        try:
+            response = self.transport.request("GET", path, timeout=timeout or self.timeout)
+        except transport.Failure as exc:
+            raise self._failure(exc) from None
+        if response.status_code != 200:
+            raise MasterError(f"HTTP {response.status_code} from {self.master}{path}",
+                              status=response.status_code)
+        return response.content
 
     # users
     def me(self):
@@ -343,18 +356,23 @@ class Client:
             raise
 
     def cache_download(self, key, path):
-        url = f"{self.master}{API}/node/cache/{key}/archive"
         try:
-            with self.session.get(url, stream=True, timeout=self.timeout,
-                                  verify=self.session.verify) as response:
-                if response.status_code != 200:
-                    raise MasterError(f"cache download failed: HTTP {response.status_code}",
-                                      status=response.status_code)
-                with open(path, "wb") as out:
-                    for chunk in response.iter_content(1 << 20):
-                        out.write(chunk)
-        except requests.RequestException as exc:
+            answer = self.transport.open("GET", f"{API}/node/cache/{key}/archive",
+                                         timeout=self.timeout)
+        except transport.Failure as exc:
+            raise MasterError(f"cache download failed: {self._failure(exc)}") from None
+        try:
+            if answer.status != 200:
+                raise MasterError(f"cache download failed: HTTP {answer.status}",
+                                  status=answer.status)
+            with open(path, "wb") as out:
+                while chunk := answer.read(1 << 20):
+                    out.write(chunk)
+        except OSError as exc:
             raise MasterError(f"cache download failed: {exc}") from None
+        finally:
+            if not answer.isclosed():
+                self.transport.close()
 
     def cache_upload(self, key, path, digest, url, platform):
         with open(path, "rb") as stream:

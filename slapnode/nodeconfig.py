@@ -68,6 +68,7 @@ class NodeConfig:
     software_root: str = "/opt/slapnode/software"
     state_dir: str = ""              # "" until loaded: see default_state_dir
     isolation: str = "lxc"
+    warm_partitions: int = 2         # free partitions kept started, ready to deploy into (0: none)
     ca_file: str = ""                # the master's CA, pinned at registration ("": system's store)
     # [network]
     bridge: str = "slapbr0"
@@ -237,6 +238,8 @@ def check(config, other_networks=()):
     for limit in ("memory_limit_mb", "cpu_limit_pct", "pids_limit", "mail_per_hour"):
         if getattr(config, limit) <= 0:
             problems.append(f"{limit} must be a positive number")
+    if config.warm_partitions < 0:
+        problems.append(f"warm_partitions = {config.warm_partitions}: must be 0 (none) or more")
     if not 0 < config.mail_port < 65536:
         problems.append(f"mail_port = {config.mail_port}: must be a TCP port (25)")
     if config.ipv6_source not in IPV6_SOURCES:

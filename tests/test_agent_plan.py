@@ -137,3 +137,27 @@ def test_passes_come_quickly_while_an_instance_is_deploying_then_back_off():
         waits.append(previous)
     assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     assert settle_delay(2.0, False, 5.0) is None          # nothing deploying: the period
+
+
+def test_the_next_free_partitions_are_kept_warm_in_the_masters_order():
+    from slapnode.deploy.warm import choose, free
+
+    doc = {"partitions": [{"reference": "p0", "instance": {"id": 1}},
+                          {"reference": "p1", "instance": None},
+                          {"reference": "p2"},
+                          {"reference": "p3", "instance": None}]}
+    assert choose(doc, {}, 2) == ["p1", "p2"]
+    assert choose(doc, {"p1": {"instance_id": 9}}, 2) == ["p2", "p3"]    # a destroy pending
+    assert choose(doc, {}, 0) == [] and choose(doc, {}, 10) == ["p1", "p2", "p3"]
+    assert free(doc, "p1") and not free(doc, "p0") and not free(doc, "p9")
+
+
+def test_a_warm_container_is_named_after_its_instance():
+    from types import SimpleNamespace
+
+    from slapnode.deploy.isolation import LxcIsolation
+
+    part = SimpleNamespace(reference="slappart3")
+    assert LxcIsolation.uts_name(part) == "slappart3"
+    assert LxcIsolation.uts_name(part, "web.ada.grid.test") == "web.ada.grid.test"
+    assert LxcIsolation.uts_name(part, "x" * 60 + ".ada.grid.test") == "x" * 60

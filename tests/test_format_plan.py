@@ -110,6 +110,7 @@ def test_tap_plan_touches_only_our_name_pattern():
     ({"bridge": "a-very-long-bridge-name"}, "bridge"),
     ({"instance_root": "relative/path"}, "absolute"),
     ({"partitions": -1}, "partitions"),
+    ({"warm_partitions": -1}, "warm_partitions = -1: must be 0 (none) or more"),
 ])
 def test_bad_configs_are_refused_with_the_reason(changes, words):
     with pytest.raises(UsageError) as info:

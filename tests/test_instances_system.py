@@ -612,3 +612,75 @@ def test_a_burst_of_50_requests_all_become_ready_reported_as_they_come(master, b
         stop_group(agent)
         log.close()
         _teardown(node)
+
+
+def test_free_partitions_are_kept_warm_and_a_request_lands_in_one(master, base, catalog_hello):
+    """The agent keeps the next free partitions started (container, supervisord, warm
+    deployer); a request lands in one, is deployed by its deployer (no new interpreter),
+    gets its own host name, and the next free partition is warmed in its turn. The warm
+    ones do not outlive the agent; the instance does."""
+    require_lxc()
+    node = make_node(master, "lxc", base, catalog_hello, partitions=3)
+    node.config.warm_partitions = 2
+    nodeconfig.save(node.config, node.path)
+    parts = parts_of(node.config)
+    lxc = isolation_mod.isolation_for(node.config)
+
+    def warm(reference):
+        part = parts[reference]
+        return lxc.running(part) and (part.root / "var" / "run" / "deploy.sock").is_socket()
+
+    log = open(base / "agent.log", "w")
+    agent = subprocess.Popen(slapnode_cmd("node", "run", "--config", str(node.path)),
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, "SLAPNODE_TRACE": "1"})
+    try:
+        assert wait_for(lambda: warm("slappart0") and warm("slappart1"), seconds=30), \
+            (base / "agent.log").read_text()[-2000:]
+        assert not lxc.running(parts["slappart2"])
+        assert isolation_mod.supervisor.programs(parts["slappart0"].root,
+                                                 uid=parts["slappart0"].uid) == {}
+
+        node.request("warm", parameters={"name": "Ada"})
+        assert wait_for(lambda: node.user_client.show_instance("warm")["status"] == "ready",
+                        seconds=30), (base / "agent.log").read_text()[-2000:]
+        view = node.user_client.show_instance("warm")
+        assert view["partition"] == "slappart0"
+        assert get(view["connection"]["url"]).text == "Hello, Ada!"
+        assert "slappart0 applied via deployer" in (base / "agent.log").read_text()
+        assert wait_for(lambda: warm("slappart2"), seconds=30)      # the next free one
+        hostname = next(p["instance"]["hostname"] for p in node.client.desired_state()["partitions"]
+                        if p["reference"] == "slappart0")
+        pid = subprocess.run(["lxc-info", "-n", lxc.container(parts["slappart0"]), "-p", "-H"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        inside = subprocess.run(["nsenter", "--target", pid, "--uts", "hostname"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        assert inside == lxc.uts_name(parts["slappart0"], hostname)
+        hosts = (Path(lxc.state()) / f"{lxc.container(parts['slappart0'])}.hosts").read_text()
+        assert hostname in hosts.splitlines()[0]
+    finally:
+        stop_group(agent)
+        log.close()
+    try:
+        assert not lxc.running(parts["slappart1"]) and not lxc.running(parts["slappart2"])
+        assert get(node.user_client.show_instance("warm")["connection"]["url"]).text == "Hello, Ada!"
+    finally:
+        _teardown(node)
+
+
+def test_with_no_warm_partitions_free_ones_run_nothing(master, base, catalog_hello):
+    node = make_node(master, "user", base, catalog_hello, partitions=2)
+    node.config.warm_partitions = 0
+    nodeconfig.save(node.config, node.path)
+    log = open(base / "agent.log", "w")
+    agent = start_agent(node, log)
+    try:
+        node.request("cold", parameters={"name": "Ada"})
+        assert wait_for(lambda: node.user_client.show_instance("cold")["status"] == "ready",
+                        seconds=30), (base / "agent.log").read_text()[-2000:]
+        time.sleep(1)
+        assert isolation_mod.processes_of(node.part("slappart1").uid) == []
+    finally:
+        stop_group(agent)
+        log.close()
+        _teardown(node)

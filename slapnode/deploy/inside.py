@@ -27,6 +27,17 @@ from pathlib import Path
 MAX_REQUEST = 8 << 20
 MAX_PUBLISHED = 256 << 10       # bytes per publish file
 
+# [slap-configuration] values the node decides alone; every other given value (the
+# parameters, the title, the shared instances, the software type) comes from a
+# requester and is data only (see Template: never template source).
+NODE_VALUES = ("computer", "partition", "ipv4", "ipv6", "partition-root", "software-root",
+               "user", "uid", "gid", "cert-file", "key-file", "ca-file", "mail-relay",
+               "mail-from")
+
+
+def trusted_values():
+    return [("slap-configuration", key) for key in NODE_VALUES]
+
 
 def _one_line(exc):
     text = str(getattr(exc, "message", "") or exc) or type(exc).__name__
@@ -104,15 +115,18 @@ def watch(root, requested, wait):
     from . import promises, supervisor
     from .status import status_of
 
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline = started + wait
     while True:
         programs = supervisor.programs(root)
         running = bool(programs) or supervisor.alive(root)
         results = promises.run_all(root) if running and requested == "started" else []
         status, _ = status_of(requested, programs, results, running)
-        if status != "deploying" or time.monotonic() > deadline:
+        now = time.monotonic()
+        if status != "deploying" or now > deadline:
             return programs, running, results
-        time.sleep(0.02)
+        # closely while a service is most likely coming up, then less often
+        time.sleep(0.005 if now - started < 0.5 else 0.02)
 
 
 def instance_profile(sr_dir, software_type):
@@ -149,8 +163,6 @@ def apply(request):
         try:
             if profile is None:
                 raise RuntimeError(f"the release has no instance.cfg (in {request['software']})")
-            from .partition import trusted_values
-
             digest, changed = engine.build(str(profile), root,
                                            root / "tmp" / ".download-cache",
                                            overrides=request.get("given") or {},

@@ -105,6 +105,9 @@ class UserIsolation:
     def __init__(self, config):
         self.config = config
 
+    def running(self, part):
+        return supervisor.alive(part.root, uid=part.uid)
+
     def ensure_running(self, part, services=False, hostname=None, zone=""):
         """With ``services``, the partition's supervisord (started if it does not
         answer). True when supervisord runs or is starting. (Partitions share the
@@ -161,14 +164,20 @@ class LxcIsolation:
     def config_path(self, part):
         return self.state() / f"{self.container(part)}.conf"
 
+    @staticmethod
+    def uts_name(part, hostname=None):
+        """The container's host name: the instance's name in DNS (its first label when
+        the whole is over 64 characters), else the partition's reference. Pure."""
+        if not hostname:
+            return part.reference
+        return hostname if len(hostname) <= 64 else hostname.split(".")[0]
+
     def render(self, part, hostname=None):
         """The container's configuration (pure apart from reading the cgroup layout)."""
         c = self.config
         v6 = c.ipv6_network
-        uts = hostname if hostname and len(hostname) <= 64 else \
-            (hostname.split(".")[0] if hostname else part.reference)
         lines = [
-            f"lxc.uts.name = {uts}",
+            f"lxc.uts.name = {self.uts_name(part, hostname)}",
             f"lxc.init.uid = {part.uid}",
             f"lxc.init.gid = {part.gid}",
             "lxc.console.path = none",
@@ -220,16 +229,19 @@ class LxcIsolation:
         supervisord as first process when ``services`` (the services start while
         the deployment enters), else with a placeholder; named ``hostname`` (its
         instance's name in DNS). True when supervisord runs or is starting."""
+        services_mark = self.state() / f"{self.container(part)}.services"
         if self.running(part):
-            return supervisor.alive(part.root, uid=part.uid)
+            # supervisord runs, or starts, when it is the container's first process
+            alive = services_mark.exists() or supervisor.alive(part.root, uid=part.uid)
+            if alive and hostname is not None:
+                self._rename(part, hostname)    # a warm container gets its instance's name
+            return alive
         from ..format import dns
 
         state = self.state()
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = self.container(part)
-        names = " ".join(filter(None, (hostname, part.reference)))
-        (state / f"{name}.hosts").write_text(
-            f"{part.ipv4} {names}\n{part.ipv6} {names}\n127.0.0.1 localhost\n::1 localhost\n")
+        self._write_hosts(part, hostname)
         (state / f"{name}.resolv.conf").write_text(dns.resolv_conf(self.config, zone))
         path = self.config_path(part)
         path.write_text(self.render(part, hostname))
@@ -239,6 +251,10 @@ class LxcIsolation:
                 kept.write_bytes(kept.read_bytes()[-LOG_CAP // 2:])
         command = SUPERVISORD + ["-c", str(supervisor.paths(part.root)["conf"])] \
             if services else self.HOLDER
+        if services:
+            services_mark.touch()
+        else:
+            services_mark.unlink(missing_ok=True)
         with open(state / f"{name}.out", "ab") as out:
             proc.spawn_detached(["lxc-execute", "-n", name, "-f", str(path), "-o", str(log),
                                  "-l", "WARN", "--", *command],
@@ -251,6 +267,41 @@ class LxcIsolation:
                 raise SlapnodeError(f"the partition's container did not start; see {log}")
             time.sleep(0.01)
         return services
+
+    def _write_hosts(self, part, hostname):
+        """The container's /etc/hosts (bound from the state directory: rewritten in
+        place, the container sees the new names at once)."""
+        names = " ".join(filter(None, (hostname, part.reference)))
+        (self.state() / f"{self.container(part)}.hosts").write_text(
+            f"{part.ipv4} {names}\n{part.ipv6} {names}\n127.0.0.1 localhost\n::1 localhost\n")
+
+    def _rename(self, part, hostname):
+        """Give a running container (a warm one, started before its instance was known)
+        the instance's host name, when it has another: its /etc/hosts, and the host name
+        of its UTS namespace, set from root's side (``nsenter`` enters that namespace
+        only; nothing of the partition's runs). The name it has is read from the
+        configuration root wrote when it started it."""
+        path = self.config_path(part)
+        wanted = self.uts_name(part, hostname)
+        try:
+            text = path.read_text()
+        except OSError:
+            return
+        line = f"lxc.uts.name = {wanted}"
+        if line in text.splitlines():
+            return
+        pid = subprocess.run(["lxc-info", "-n", self.container(part), "-p", "-H"],
+                             capture_output=True, text=True).stdout.strip()
+        if not pid.isdigit():
+            return
+        done = subprocess.run(["nsenter", "--target", pid, "--uts", "--", "hostname", wanted],
+                              capture_output=True, timeout=10)
+        if done.returncode != 0:
+            raise SlapnodeError(f"cannot name the partition's container {wanted}: "
+                                f"{done.stderr.decode(errors='replace').strip()[:200]}")
+        self._write_hosts(part, hostname)
+        path.write_text("\n".join(line if entry.startswith("lxc.uts.name =") else entry
+                                  for entry in text.splitlines()) + "\n")
 
     def run_inside(self, part, command, request, timeout):
         """Run the partition side in its (running) container, as the partition user."""

@@ -13,20 +13,24 @@ import hashlib
 import json
 import math
 import pwd
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import safefs
+from .. import safefs, trace
 from ..errors import SlapnodeError
 from ..format import users as format_users
 from ..software import software_dir
-from . import certificate, supervisor
+from . import certificate, deployer, supervisor
+from .inside import NODE_VALUES, trusted_values  # noqa: F401 (the rule lives inside)
 
 DEPLOY_TIMEOUT = 900.0          # an instance profile that runs longer than this is stopped
 PROMISE_TIMEOUT = 130.0         # every promise runs at once; each is capped at 60 s
 DESTROY_GRACE = 3.0             # seconds a destroyed partition's services get to stop
 MAX_VALUE = 64 << 10            # a published value longer than this is cut
 MAX_KEYS = 1000
+WARM_WAIT = 1.0                 # seconds a starting supervisord gets to open its deployer
+WARM_START = 15.0               # seconds a warm partition's supervisord gets to start
 
 
 @dataclass
@@ -62,18 +66,6 @@ def inputs_hash(instance, software_digest):
                        instance.get("parameters"), instance.get("shared_instances"),
                        software_digest], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# [slap-configuration] values the node decides alone; every other given value (the
-# parameters, the title, the shared instances, the software type) comes from a
-# requester and is data only (see Template: never template source).
-NODE_VALUES = ("computer", "partition", "ipv4", "ipv6", "partition-root", "software-root",
-               "user", "uid", "gid", "cert-file", "key-file", "ca-file", "mail-relay",
-               "mail-from")
-
-
-def trusted_values():
-    return [("slap-configuration", key) for key in NODE_VALUES]
 
 
 def _parameter_text(value):
@@ -230,9 +222,11 @@ class Partition:
               wait=3.0):
         """Deploy the instance (``deploy``), run its services (``supervise``), wait up to
         ``wait`` s for it to settle; all inside the partition. Returns ``Applied``."""
+        trace.mark(f"{self.part.reference} apply")
         self.write_supervisor_conf()
         started = self.isolation.ensure_running(self.part, services=supervise,
                                                 hostname=instance.get("hostname"), zone=self.zone)
+        trace.mark(f"{self.part.reference} started")
         request = {"root": str(self.root), "reference": self.part.reference,
                    "supervise": supervise, "spawn": supervise and not started,
                    "restart": restart, "retry_fatal": retry_fatal, "wait": wait}
@@ -241,18 +235,52 @@ class Partition:
             request["software"] = str(sr_dir)
             request["type"] = instance.get("type") or "default"
             request["given"] = overrides(self.config, self.part, instance)
-        result = self.isolation.run_inside(self.part, "apply", request,
-                                           timeout=DEPLOY_TIMEOUT + wait + 30)
+        timeout = DEPLOY_TIMEOUT + wait + 30
+        result = None
+        if supervise and not request["spawn"]:
+            result = self._warm("apply", request, timeout, wait=WARM_WAIT if started else 0)
+        via = "deployer"
+        if result is None:
+            via = "lxc-attach" if self.isolation.name == "lxc" else "a new process"
+            result = self.isolation.run_inside(self.part, "apply", request, timeout=timeout)
         if result.timed_out:
             self.isolation.stop(self.part, graceful=False)
             raise SlapnodeError(f"the deployment did not finish within {DEPLOY_TIMEOUT:.0f} s; "
                                 "the partition was stopped")
         from .isolation import answer_of
 
-        applied = applied_from(answer_of(result, "the deployment"))
+        answer = answer_of(result, "the deployment")
+        trace.mark(f"{self.part.reference} applied via {via} {answer.get('seconds')}")
+        applied = applied_from(answer)
         if applied.error:
             raise SlapnodeError(applied.error)
         return applied
+
+    def _warm(self, command, request, timeout, wait=0.0):
+        """The partition side's answer from its warm deployer (a fork of its supervisord,
+        ``deploy/deployer.py``); None when it does not answer. A supervisord that is
+        starting gets up to ``wait`` seconds to open its socket: less than a new
+        interpreter entering the container would take."""
+        from .isolation import ANSWER_CAP
+
+        deadline = time.monotonic() + wait
+        while True:
+            result = deployer.ask(self.root, self.part.uid, command, request, timeout,
+                                  ANSWER_CAP)
+            if result is not None or time.monotonic() >= deadline:
+                return result
+            if supervisor.alive(self.root, uid=self.part.uid):
+                # up: its deployer listened before it answered, unless it has none
+                return deployer.ask(self.root, self.part.uid, command, request, timeout,
+                                    ANSWER_CAP)
+            time.sleep(0.01)
+
+    def wait_warm(self, wait=WARM_START):
+        """Wait until the partition's deployer answers (a container just started with
+        its supervisord). SlapnodeError when it does not within ``wait`` seconds."""
+        if self._warm("ping", {}, 5.0, wait=wait) is None:
+            raise SlapnodeError(f"its supervisord did not open the deployer within {wait:.0f} s; "
+                                f"see {self.root}/var/log/supervisord.log")
 
     def write_supervisor_conf(self):
         """etc/supervisord.conf, written by root through descriptors (never through a

@@ -1,4 +1,5 @@
-"""The partition's supervisord, extended: XML-RPC ``slapnode.runPromises(names)``.
+"""The partition's supervisord, extended: XML-RPC ``slapnode.runPromises(names)``
+and the warm deployer (``deploy/deployer.py``).
 
 supervisord runs inside the partition's container as the partition user; this
 module is loaded into it (``[rpcinterface:slapnode]`` in its configuration,
@@ -49,5 +50,12 @@ class PromiseInterface:
 
 
 def make(supervisord, root):
-    """supervisor's rpcinterface factory."""
+    """supervisor's rpcinterface factory; also forks the warm deployer
+    (``deploy/deployer.py``) from this supervisord, before its loop."""
+    from . import deployer
+
+    try:
+        deployer.serve(root)
+    except OSError as exc:          # the agent then deploys through lxc-attach
+        supervisord.options.logger.warn(f"slapnode: no warm deployer: {exc}")
     return PromiseInterface(supervisord, root)

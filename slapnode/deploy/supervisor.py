@@ -28,6 +28,8 @@ STOP_TIMEOUT = 300              # a program may take its stopwaitsecs to stop; c
 
 RUNNING_STATES = {"RUNNING"}
 FAILED_STATES = {"FATAL", "EXITED", "UNKNOWN"}
+STOPPING_STATES = {"RUNNING", "STARTING", "STOPPING", "BACKOFF"}
+STOP_POLL = 0.02
 
 
 SOCKET = "var/run/supervisord.sock"
@@ -209,11 +211,19 @@ def start_all(root, include_fatal=False, uid=None):
 
 def stop_all(root, uid=None, timeout=None):
     """Every program stopped with its stop signal, waiting for them (at most
-    ``timeout`` seconds when given; the caller kills what is left)."""
+    ``timeout`` seconds when given; the caller kills what is left). The wait is
+    ours, polling every STOP_POLL s: supervisord answers a waiting call only at its
+    next loop turn, up to a second after the last program stopped."""
+    deadline = time.monotonic() + (timeout or 10)
     try:
-        proxy(root, timeout=timeout or 10, uid=uid).supervisor.stopAllProcesses(True)
+        proxy(root, timeout=timeout or 10, uid=uid).supervisor.stopAllProcesses(False)
     except (OSError, xmlrpc.client.Error):
-        pass
+        return
+    while time.monotonic() < deadline:
+        states = programs(root, uid=uid)
+        if not any(state in STOPPING_STATES for state, _ in states.values()):
+            return
+        time.sleep(STOP_POLL)
 
 
 def shutdown(root, uid=None):

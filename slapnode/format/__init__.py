@@ -47,6 +47,24 @@ def _busy_on_master(client, references):
             if p["reference"] in references and p.get("instance")}
 
 
+def _cool(config, reference, user):
+    """Stop a free partition's warm container (``deploy/warm.py``: a supervisord with no
+    program, kept started by an agent that was not stopped cleanly). Anything else
+    running there is left for the check that follows to refuse."""
+    from pathlib import Path
+
+    from ..deploy import isolation as isolation_mod
+    from ..deploy import supervisor
+    from ..deploy.partition import Part
+
+    spec = plan.partition_spec(config, int(reference[len(config.partition_prefix):]))
+    root = Path(spec.path)
+    if not supervisor.alive(root, uid=user.uid) or supervisor.programs(root, uid=user.uid):
+        return
+    part = Part(reference, user.name, user.uid, user.gid, root, spec.ipv4, spec.ipv6)
+    isolation_mod.isolation_for(config).stop(part, graceful=False)
+
+
 def _check_removable(config, client, removing, existing, force=False):
     """Refuse (before any change) to remove a partition that holds an instance."""
     if not removing:
@@ -69,6 +87,7 @@ def _check_removable(config, client, removing, existing, force=False):
         raise SlapnodeError(f"partition {ref} is busy (it holds instance {title!r}); destroy the "
                             f"instance first; nothing was changed")
     for index in removing:
+        _cool(config, config.partition_reference(index), existing[index])
         running = users.user_processes(existing[index].uid)
         if running:
             raise SlapnodeError(f"partition {config.partition_reference(index)} still has processes "

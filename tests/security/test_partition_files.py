@@ -10,7 +10,7 @@ import pytest
 
 from slapnode import format as fmt
 from slapnode import safefs
-from slapnode.deploy import supervisor
+from slapnode.deploy import deployer, supervisor
 
 from ..test_instances_system import get, isolation_mod
 from .conftest import as_user, root_secret
@@ -116,6 +116,28 @@ def test_a_swapped_supervisord_socket_does_not_reach_another_partition(lxc_node)
     lxc_node.user_client.change_instance("ada", "stopped")     # the agent stops "its" services
     lxc_node.passes()
     assert sorted(isolation_mod.processes_of(b.uid)) == b_pids   # bob's were never touched
+    assert get(lxc_node.user_client.show_instance("bob")["connection"]["url"]).text == "Hello, bob!"
+
+
+def test_a_swapped_deployer_socket_reaches_no_other_partition(lxc_node):
+    """Root talks to a partition's warm deployer (deploy/deployer.py) only through a socket
+    that partition's user owns, never through a link: one partition pointing its socket
+    at another's deployer is refused, and its redeploy takes the long way, still as itself."""
+    a, b = deployed(lxc_node, "ada", "bob")
+    socket_a, socket_b = (p.root / "var" / "run" / "deploy.sock" for p in (a, b))
+    assert socket_b.is_socket()     # bob's deployer is still there (it stays a while)
+    as_user(a, "rm", "-f", str(socket_a))
+    as_user(a, "ln", "-s", str(socket_b), str(socket_a))
+    assert deployer.ask(a.root, a.uid, "apply", {}, 5, 1 << 20) is None    # refused
+    as_user(a, "rm", "-f", str(socket_a))
+    as_user(a, "ln", str(socket_b), str(socket_a), check=False)     # a hard link: not a's
+    if socket_a.exists():
+        assert deployer.ask(a.root, a.uid, "apply", {}, 5, 1 << 20) is None
+    lxc_node.request("ada", parameters={"name": "Grace"})
+    lxc_node.passes()
+    view = lxc_node.user_client.show_instance("ada")
+    assert view["status"] == "ready", view["reason"]
+    assert get(view["connection"]["url"]).text == "Hello, Grace!"
     assert get(lxc_node.user_client.show_instance("bob")["connection"]["url"]).text == "Hello, bob!"
 
 
