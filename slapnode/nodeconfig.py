@@ -18,6 +18,7 @@ arguments), so that they are unit-tested without root.
 """
 
 import configparser
+import functools
 import ipaddress
 import os
 import re
@@ -112,11 +113,11 @@ class NodeConfig:
     # -- derived values ---------------------------------------------------------------
     @property
     def ipv4_network(self):
-        return ipaddress.ip_network(self.ipv4_range, strict=False)
+        return _network(self.ipv4_range)
 
     @property
     def ipv6_network(self):
-        return ipaddress.ip_network(self.ipv6_range, strict=False)
+        return _network(self.ipv6_range)
 
     def partition_reference(self, index):
         return f"{self.partition_prefix}{index}"
@@ -129,6 +130,12 @@ class NodeConfig:
 
     def tap_name(self, index):
         return f"{self.tap_prefix}{index}"
+
+
+@functools.lru_cache(maxsize=64)
+def _network(text):
+    """A range parsed once (the networks are immutable; a node asks for them per partition)."""
+    return ipaddress.ip_network(text, strict=False)
 
 
 def _convert(name, kind, raw, source):

@@ -11,11 +11,6 @@ changes (the shipped hello does) need no restart.
 
 import datetime as dt
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from .. import safefs
 
 TLS_DIR = "etc/tls"
@@ -39,6 +34,12 @@ def due(record, instance_id, now):
 
 def renew(client, part, instance_id, now=None):
     """A new key and certificate for the partition; returns what the agent keeps."""
+    # (imported here: whoever only needs the paths, `node format` among them, does not pay)
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, part.reference)]))
