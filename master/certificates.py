@@ -26,7 +26,9 @@ PARTITION_LIFETIME = dt.timedelta(
 
 
 def sign(session, data_dir, computer, partition_ref, instance_id, csr_pem, naming):
-    """(certificate PEM, CA PEM, not_after) for the instance in ``partition_ref``."""
+    """(certificate PEM, CA PEM, not_after, the record to ``keep``) for the instance in
+    ``partition_ref``. Reads only: the signing happens outside any write transaction
+    (on SQLite one writer at a time: a burst of requests must not queue behind it)."""
     if data_dir is None or not tls.paths(data_dir)["ca_key"].exists():
         raise ApiError("this master has no CA of its own; partitions get no certificate",
                        status=409)
@@ -49,10 +51,23 @@ def sign(session, data_dir, computer, partition_ref, instance_id, csr_pem, namin
         raise ApiError("the instance has no name or address to certify yet", status=409)
     ca_key, ca_cert = tls.load_ca(data_dir)
     cert = tls.issue(ca_key, ca_cert, csr.public_key(), names, PARTITION_LIFETIME)
-    session.add(PartitionCertificate(instance_id=instance_id, serial=format(cert.serial_number, "x"),
-                                     names=names, not_after=cert.not_valid_after_utc))
+    record = PartitionCertificate(instance_id=instance_id, serial=format(cert.serial_number, "x"),
+                                  names=names, not_after=cert.not_valid_after_utc)
     return (cert.public_bytes(serialization.Encoding.PEM).decode(),
-            ca_cert.public_bytes(serialization.Encoding.PEM).decode(), cert.not_valid_after_utc)
+            ca_cert.public_bytes(serialization.Encoding.PEM).decode(), cert.not_valid_after_utc,
+            record)
+
+
+def keep(session, computer_id, partition_ref, instance_id, record):
+    """Record a certificate ``sign`` issued (for the revocation list), if the partition
+    still holds the instance; NotFound otherwise (it was destroyed meanwhile: the
+    certificate is not handed out)."""
+    held = session.scalars(select(Partition.instance_id).where(
+        Partition.computer_id == computer_id, Partition.reference == partition_ref)).first()
+    if held != instance_id:
+        raise NotFound(f"partition {partition_ref!r} of this computer does not hold "
+                       f"instance {instance_id}")
+    session.add(record)
 
 
 def revoke(session, instance_id):

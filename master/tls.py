@@ -91,10 +91,22 @@ def issue(ca_key, ca_cert, public_key, names, lifetime, now=None, server=True, c
             .sign(ca_key, hashes.SHA256()))
 
 
+_loaded = {}
+
+
 def load_ca(data_dir):
+    """(CA key, CA certificate), parsed once per version of the files (every partition
+    certificate is signed with them)."""
     files = paths(data_dir)
+    stamp = tuple((st.st_ino, st.st_mtime_ns) for st in
+                  (files["ca_key"].stat(), files["ca"].stat()))
+    kept = _loaded.get(str(files["ca"]))
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
     key = serialization.load_pem_private_key(files["ca_key"].read_bytes(), password=None)
-    return key, x509.load_pem_x509_certificate(files["ca"].read_bytes())
+    loaded = key, x509.load_pem_x509_certificate(files["ca"].read_bytes())
+    _loaded[str(files["ca"])] = (stamp, loaded)
+    return loaded
 
 
 def server_names(data_dir):

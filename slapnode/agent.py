@@ -37,6 +37,7 @@ from .states import DESTROYED, STARTED, STOPPED, InstanceStatus
 
 PARALLEL_PARTITIONS = 8
 REPORT_EVERY = 0.25             # seconds between two reports of a pass that is still running
+NEWER_EVERY = 0.05              # how often a running pass looks for a newer desired state
 SOFTWARE_RECHECK = 600.0        # supplied releases are re-checked (profile changed?) this often
 FATAL_RETRY_FIRST = 10.0        # a crash loop is retried after 10 s, 20 s, … at most 10 min
 FATAL_RETRY_MAX = 600.0
@@ -186,22 +187,43 @@ class InstancePass:
         return {url: engine.completed_digest(software_dir(self.config.software_root, url))
                 for url in urls}
 
-    def run(self, doc, only_changed_reports=False):
+    def run(self, doc, only_changed_reports=False, newer=None):
+        """Plan ``doc`` and do it, ``parallel`` partitions at a time; report. With
+        ``newer`` (the latest desired state, as the daemon has it), a state that arrives
+        while this pass works has its new actions started in the same pass, on
+        partitions this pass has not touched yet: a burst of requests arriving over a
+        second or two is not held behind the first one's deployment."""
         trace.mark("pass")
         parts = parts_of(self.config)
         self.zone = (doc.get("dns") or {}).get("zone", "")
         actions = plan(doc, self.local.get(), self.software_digests(doc))
         self._names(doc, parts)         # before: a service may look its peers up at once
+        handled = {action.reference for action in actions}
         outcomes, done, said_at = [], [], time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max(1, self.parallel)) as pool:
-            futures = [pool.submit(self._do, action, parts.get(action.reference))
-                       for action in actions]
-            for future in concurrent.futures.as_completed(futures):
-                outcomes.append(future.result())
-                done.append(outcomes[-1])
+            pending = {pool.submit(self._do, action, parts.get(action.reference))
+                       for action in actions}
+            while pending:
+                finished, pending = concurrent.futures.wait(
+                    pending, timeout=NEWER_EVERY if newer else None,
+                    return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    outcomes.append(future.result())
+                    done.append(outcomes[-1])
+                latest = newer() if newer else doc
+                if latest is not None and latest is not doc:
+                    doc = latest
+                    more = [a for a in plan(doc, self.local.get(), self.software_digests(doc))
+                            if a.reference not in handled and a.kind != "check"]
+                    if more:
+                        trace.mark(f"pass takes {len(more)} more")
+                        self._names(doc, parts)
+                        handled |= {action.reference for action in more}
+                        pending |= {pool.submit(self._do, action, parts.get(action.reference))
+                                    for action in more}
                 # a burst is reported as it comes, not when its last instance is done
                 # (not while a port is being forwarded: that is applied after the pass)
-                if len(outcomes) < len(futures) and time.monotonic() - said_at >= REPORT_EVERY \
+                if pending and done and time.monotonic() - said_at >= REPORT_EVERY \
                         and not self.rules_changed:
                     self._report([o for o in done if o.kind != "check"], True)
                     done, said_at = [], time.monotonic()
@@ -642,7 +664,8 @@ class Daemon:
             if self.policy is not None and not self.policy.running:
                 continue        # frozen or paused: nothing may run inside the partitions now
             self._mail(doc)         # before: a service may send as soon as it starts
-            outcomes = self.instances.run(doc, only_changed_reports=doc is last_doc)
+            outcomes = self.instances.run(doc, only_changed_reports=doc is last_doc,
+                                          newer=lambda: self.doc)
             self._warm(doc, outcomes)
             if doc is not last_doc:
                 settle = None   # a new desired state: its requests get the quick checks

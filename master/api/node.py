@@ -116,12 +116,13 @@ def certificate(body: CertificateRequest, request: Request):
     node = node_of(request)
     master = master_of(request)
 
-    def run(session):
+    with master.read() as session:
         computer = session.get(Computer, node.computer_id)
-        cert, ca, not_after = certificates.sign(session, master.data_dir, computer, body.partition,
-                                                body.instance_id, body.csr, master.naming)
-        return {"certificate": cert, "ca": ca, "not_after": iso(not_after)}
-    return master.write(run)
+        cert, ca, not_after, record = certificates.sign(
+            session, master.data_dir, computer, body.partition, body.instance_id, body.csr,
+            master.naming)
+    master.write(certificates.keep, node.computer_id, body.partition, body.instance_id, record)
+    return {"certificate": cert, "ca": ca, "not_after": iso(not_after)}
 
 
 @router.post("/mail")

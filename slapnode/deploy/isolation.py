@@ -262,10 +262,12 @@ class LxcIsolation:
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         deadline = time.monotonic() + 15       # (lxc-wait looks only once a second)
+        pause = 0.01            # then less often: many containers may be starting at once
         while not self.running(part):
             if time.monotonic() > deadline:
                 raise SlapnodeError(f"the partition's container did not start; see {log}")
-            time.sleep(0.01)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
         return services
 
     def _write_hosts(self, part, hostname):

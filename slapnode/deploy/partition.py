@@ -29,7 +29,7 @@ PROMISE_TIMEOUT = 130.0         # every promise runs at once; each is capped at 
 DESTROY_GRACE = 3.0             # seconds a destroyed partition's services get to stop
 MAX_VALUE = 64 << 10            # a published value longer than this is cut
 MAX_KEYS = 1000
-WARM_WAIT = 1.0                 # seconds a starting supervisord gets to open its deployer
+WARM_WAIT = 15.0                # seconds a starting supervisord gets to open its deployer
 WARM_START = 15.0               # seconds a warm partition's supervisord gets to start
 
 
@@ -260,7 +260,9 @@ class Partition:
         """The partition side's answer from its warm deployer (a fork of its supervisord,
         ``deploy/deployer.py``); None when it does not answer. A supervisord that is
         starting gets up to ``wait`` seconds to open its socket: less than a new
-        interpreter entering the container would take."""
+        interpreter entering the container would take, and under a burst (many
+        containers starting at once on a busy machine) a new interpreter would only
+        add to the load."""
         from .isolation import ANSWER_CAP
 
         deadline = time.monotonic() + wait
@@ -273,7 +275,7 @@ class Partition:
                 # up: its deployer listened before it answered, unless it has none
                 return deployer.ask(self.root, self.part.uid, command, request, timeout,
                                     ANSWER_CAP)
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     def wait_warm(self, wait=WARM_START):
         """Wait until the partition's deployer answers (a container just started with

@@ -107,6 +107,8 @@ def run_all(root, names=None):
     chosen = [p for p in declared(root) if names is None or p["name"] in names]
     if not chosen:
         return []
+    if len(chosen) == 1:            # no thread for one (a deployment's watch asks often)
+        return [run(chosen[0], cwd=str(root))]
     with concurrent.futures.ThreadPoolExecutor(min(len(chosen), 16)) as pool:
         return list(pool.map(lambda p: run(p, cwd=str(root)), chosen))
 
