@@ -45,14 +45,16 @@ from slapnode.client import Client  # noqa: E402
 from slapnode.deploy import deployer  # noqa: E402
 from slapnode.deploy.partition import parts_of  # noqa: E402
 
-from common import SLAPNODE, Gone, make_node, print_rows, remove_node, rss_mb, timed  # noqa: E402
+from common import SLAPNODE, Gone, make_node, print_rows, pss_mb, remove_node, rss_mb, timed  # noqa: E402
 from master_bench import wrk  # noqa: E402
 
 
 # -- simulated nodes -----------------------------------------------------------------------
 
-def process_tree_rss(pid):
-    """RSS (MB) of ``pid`` and of every process below it (the master's workers)."""
+def process_tree_memory(pid):
+    """(RSS, PSS) in MB of ``pid`` and of every process below it (the master's workers).
+    RSS counts the pages the workers share (the interpreter, the C extensions) once per
+    worker; PSS shares them out."""
     children = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -62,15 +64,17 @@ def process_tree_rss(pid):
                 children.setdefault(parent, []).append(int(entry))
             except (OSError, ValueError):
                 pass
-    total, todo = 0.0, [pid]
+    rss = pss = 0.0
+    todo = [pid]
     while todo:
         current = todo.pop()
         try:
-            total += rss_mb(current)
+            rss += rss_mb(current)
+            pss += pss_mb(current)
         except Gone:
             pass
         todo += children.get(current, [])
-    return total
+    return rss, pss
 
 
 async def _response(reader):
@@ -168,7 +172,7 @@ def measure_workers(args, url, pid, client, nodes, workers):
         # steady state: every node's first poll answered (their credentials looked up once)
         # and the first heartbeat of all of them written (master/liveness.py, every 15 s)
         loop.run_until_complete(asyncio.sleep(args.settle))
-        rss = process_tree_rss(pid)
+        rss, pss = process_tree_memory(pid)
         picks = secrets.SystemRandom().sample(range(len(nodes)), min(args.samples, len(nodes)))
         began, when = time.monotonic(), []
         for i in picks:
@@ -192,6 +196,8 @@ def measure_workers(args, url, pid, client, nodes, workers):
     return [
         {"what": f"{len(nodes):,} nodes parked: master RSS, {workers} worker(s)",
          "value": f"{rss:.0f} MB", "target": "< 300 MB", "ok": "yes" if rss < 300 else "NO"},
+        {"what": "  (the same in PSS: pages the workers share counted once)",
+         "value": f"{pss:.0f} MB", "target": "-", "ok": "-"},
         {"what": f"unchanged polls/s, {workers} worker(s)", "value": f"{polls:,.0f}",
          "target": ">= 1,000", "ok": "yes" if polls >= 1000 else "NO", "polls": polls},
         {"what": f"change -> node woken p50 / p99, {workers} worker(s)",

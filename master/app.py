@@ -26,6 +26,7 @@ from . import invoices, limits, tls, usage
 from .api import cache, catalog, computers, groups, instances, invoices as invoices_api, node, users
 from .api.deps import SafeJSONResponse
 from .errors import ApiError
+from .longpoll import LongPoll
 from .users import NodeCredentials, UserTokens
 from . import web
 from .web import render as web_render
@@ -214,4 +215,6 @@ def create_app(master, housekeeping=True):
                   name="software-releases")
     web.install(app, API)
     app.add_middleware(BodyLimit)
+    # outermost: unchanged desired-state polls are parked before the framework
+    app.add_middleware(LongPoll, master=master, nodes=app.state.nodes)
     return app

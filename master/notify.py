@@ -19,6 +19,7 @@ class RevisionBoard:
     def __init__(self):
         self._revisions = {}
         self._events = {}
+        self._futures = {}          # key -> futures of the lean long-poll (master/longpoll.py)
         self._lock = threading.Lock()
         self.loop = None
         self.closing = False
@@ -52,7 +53,7 @@ class RevisionBoard:
     def bump_waited(self, which):
         """Count one more change of every key someone waits on that ``which(key)``
         accepts (after notices may have been lost)."""
-        for key in list(self._events):
+        for key in set(self._events) | set(self._futures):
             if which(key):
                 self.bump(key)
 
@@ -60,13 +61,30 @@ class RevisionBoard:
         """The master is stopping: every parked waiter answers now (unchanged),
         instead of being cancelled mid-wait when the graceful shutdown runs out."""
         self.closing = True
-        for key in list(self._events):
+        for key in set(self._events) | set(self._futures):
             self._wake(key)
+
+    def future(self, key):
+        """A future resolved at the next change of ``key`` (on the event loop; give it
+        back with ``drop`` if it is abandoned)."""
+        future = asyncio.get_running_loop().create_future()
+        self._futures.setdefault(key, set()).add(future)
+        return future
+
+    def drop(self, key, future):
+        waiting = self._futures.get(key)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._futures[key]
 
     def _wake(self, key):
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
+        for future in self._futures.pop(key, ()):
+            if not future.done():
+                future.set_result(None)
 
     async def wait_past(self, key, revision, timeout):
         """Wait until ``key`` is past ``revision`` or ``timeout`` seconds pass.

@@ -34,6 +34,9 @@ def run(settings, fd, count, stopping=None):
 
     def start(index):
         env = {**os.environ, ENV: json.dumps({**settings, "fd": fd, "index": index})}
+        # a worker's threads (database work) would each keep a malloc arena of their own:
+        # two are plenty for one event loop and its pool (unless the admin says otherwise)
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         return subprocess.Popen([sys.executable, "-m", "slapnode.master.worker"], env=env,
                                 pass_fds=(fd,))
     workers = [start(i) for i in range(count)]

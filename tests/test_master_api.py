@@ -422,6 +422,35 @@ def test_long_poll_gives_up_after_its_wait(master, make_node):
     assert 0.4 < time.monotonic() - started < 5
 
 
+def test_a_parked_poll_whose_node_went_away_is_released(master, make_node):
+    """An unchanged poll parks before the framework (master/longpoll.py); a node that
+    hangs up leaves no waiter behind."""
+    import socket
+    import urllib.parse
+
+    node = make_node(partitions=1)
+    revision = node.desired()["revision"]
+    parked = parked_long_polls(master)
+    where = urllib.parse.urlsplit(master.url)
+    with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
+        sock.sendall(f"GET /api/v1/node/desired-state?after={revision}&wait=60 HTTP/1.1\r\n"
+                     f"Host: {where.hostname}\r\nAuthorization: Bearer {node.client.token}\r\n"
+                     "\r\n".encode())
+        wait_until(lambda: parked_long_polls(master) == parked + 1)
+    wait_until(lambda: parked_long_polls(master) == parked)
+
+
+def test_only_plain_unchanged_polls_park_before_the_framework():
+    from slapnode.master.longpoll import parked_query
+
+    assert parked_query(b"after=5&wait=30") == (5, 30.0)
+    assert parked_query(b"after=5") == parked_query(b"after=5&wait=0") == (5, 0.0)
+    for query in (b"", b"wait=30", b"after=-1&wait=30", b"after=5&wait=-1", b"after=5&wait=500",
+                  b"after=x&wait=1", b"after=5&wait=nan", b"after=5&wait=1&x=1",
+                  b"after=5&wait=inf", b"after&wait=1"):
+        assert parked_query(query) is None, query
+
+
 def test_instance_show_waits_until_ready(master, make_node):
     url, title = add_release(master)
     node = make_node(partitions=1)

@@ -65,7 +65,8 @@ def _document(master, computer_id):
     return doc
 
 
-def _revision(master, computer_id):
+def revision_of(master, computer_id):
+    """The computer's revision, read from the database and seeded on the board."""
     with master.read() as session:
         revision = session.get(Computer, computer_id).revision
     master.board.seed(computer_key(computer_id), revision)
@@ -87,7 +88,7 @@ async def desired_state(request: Request, after: int | None = Query(None, ge=0),
     if after is not None:
         current = master.board.get(key)
         if current is None:
-            current = await run_in_threadpool(_revision, master, node.computer_id)
+            current = await run_in_threadpool(revision_of, master, node.computer_id)
         if current <= after and wait > 0:
             current = await unless_disconnected(request, master.board.wait_past(key, after, wait))
             if current is None:         # the node went away
