@@ -155,6 +155,11 @@ def _answer(connection, root):
             os.close(reader)
             connection.close()
             os.chdir(root)
+            # the environment lxc-attach would have given (supervisord's may be another)
+            from ..proc import clean_env
+
+            os.environ.clear()
+            os.environ.update(clean_env(root))
             out = json.dumps(_run(json.loads(request))).encode()
         except BaseException as exc:        # noqa: BLE001 - said to root, never raised
             from .inside import _one_line
