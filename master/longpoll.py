@@ -74,7 +74,7 @@ class LongPoll:
         if asked[1] == 0:                   # unchanged, and no wait asked: at once
             return await _answer(send, 200, _unchanged(current))
         first = await receive()             # the (empty) body of the GET
-        current = await self._park(key, asked[0], asked[1], receive)
+        current = await park(self.master.board, key, asked[0], asked[1], receive)
         if current is None:                 # the node went away
             return await _answer(send, 204, b"")
         if current <= asked[0]:
@@ -88,32 +88,33 @@ class LongPoll:
             return await receive()
         return await self.app(scope, replayed, send)
 
-    async def _park(self, key, after, wait, receive):
-        """The revision once past ``after`` or ``wait`` s passed; None if the client left."""
-        board = self.master.board
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        gone = loop.create_task(_disconnect(receive))
-        try:
-            while True:
-                current = board.get(key)
-                remaining = deadline - loop.time()
-                if current > after or remaining <= 0 or board.closing:
-                    return current
-                woken = board.future(key)
-                timer = loop.call_later(remaining, _settle, woken)
-                board.parked += 1
-                try:
-                    await asyncio.wait((woken, gone), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    board.parked -= 1
-                    timer.cancel()
-                    board.drop(key, woken)
-                if gone.done():
-                    return None
-        finally:
-            if not gone.done():
-                gone.cancel()
+async def park(board, key, after, wait, receive):
+    """Wait until ``key`` is past revision ``after`` or ``wait`` s passed: the revision
+    then, or None if the client went away (``receive`` said so). One task (watching
+    for the disconnect), one future and a timer; the endpoint parks the same way."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    gone = loop.create_task(_disconnect(receive))
+    try:
+        while True:
+            current = board.get(key)
+            remaining = deadline - loop.time()
+            if current > after or remaining <= 0 or board.closing:
+                return current
+            woken = board.future(key)
+            timer = loop.call_later(remaining, _settle, woken)
+            board.parked += 1
+            try:
+                await asyncio.wait((woken, gone), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                board.parked -= 1
+                timer.cancel()
+                board.drop(key, woken)
+            if gone.done():
+                return None
+    finally:
+        if not gone.done():
+            gone.cancel()
 
 
 async def _disconnect(receive):

@@ -684,7 +684,7 @@ class Daemon:
         """Keep the next free partitions started (``deploy/warm.py``): after a new desired
         state, or a pass that emptied a partition; never while the owner holds them."""
         emptied = [o.reference for o in outcomes if o.kind == "destroy"]
-        self.warmer.warm.difference_update(emptied)     # destroy stopped their containers
+        self.warmer.cooled(emptied)         # destroy stopped their containers
         if doc is self.warm_doc and not emptied:
             return
         self.warm_doc = doc

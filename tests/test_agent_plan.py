@@ -161,3 +161,5 @@ def test_a_warm_container_is_named_after_its_instance():
     assert LxcIsolation.uts_name(part) == "slappart3"
     assert LxcIsolation.uts_name(part, "web.ada.grid.test") == "web.ada.grid.test"
     assert LxcIsolation.uts_name(part, "x" * 60 + ".ada.grid.test") == "x" * 60
+    for bad in ("-F/etc/shadow", "a b", "web\nlxc.mount.entry = /", "UPPER.test", "a..b"):
+        assert LxcIsolation.uts_name(part, bad) == "slappart3", bad

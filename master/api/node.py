@@ -9,13 +9,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from .. import certificates, computers
+from .. import certificates, computers, longpoll
 from ..core import computer_key
 from ..models import Computer, iso
 from .bodies import (Capacity, CertificateRequest, Enrollment, MailRequest, NodeReport,
                      PartitionReport)
 from . import deps
-from .deps import master_of, node_of, SafeJSONResponse, StrictRoute, unless_disconnected
+from .deps import master_of, node_of, SafeJSONResponse, StrictRoute
 
 router = APIRouter(prefix="/node", tags=["node"], route_class=StrictRoute)
 
@@ -90,7 +90,7 @@ async def desired_state(request: Request, after: int | None = Query(None, ge=0),
         if current is None:
             current = await run_in_threadpool(revision_of, master, node.computer_id)
         if current <= after and wait > 0:
-            current = await unless_disconnected(request, master.board.wait_past(key, after, wait))
+            current = await longpoll.park(master.board, key, after, wait, request.receive)
             if current is None:         # the node went away
                 return Response(status_code=204)
         if current <= after:

@@ -204,6 +204,8 @@ def ask(root, uid, command, request, timeout, cap):
     deadline = time.monotonic() + timeout
     with sock:
         try:
+            # (a deployer still loading its imports takes a large request late)
+            sock.settimeout(timeout)
             sock.sendall(json.dumps({**request, "command": command}).encode())
             sock.shutdown(socket.SHUT_WR)
             chunks, size = [], 0

@@ -20,6 +20,7 @@ partition's uid.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,8 @@ ANSWER_CAP = 2 << 20            # bytes of answer read from the partition side
 LOG_CAP = 1 << 20               # the container's own log is cut back beyond this
 
 processes_of = user_processes      # (re-exported: tests and benchmarks use it here)
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+                         r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
 def veth_name(uid):
@@ -167,8 +170,10 @@ class LxcIsolation:
     @staticmethod
     def uts_name(part, hostname=None):
         """The container's host name: the instance's name in DNS (its first label when
-        the whole is over 64 characters), else the partition's reference. Pure."""
-        if not hostname:
+        the whole is over 64 characters), else the partition's reference (also for a
+        name that is not a DNS name: it goes into lxc's configuration and to
+        ``hostname`` as root). Pure."""
+        if not hostname or not HOSTNAME_RE.match(hostname):
             return part.reference
         return hostname if len(hostname) <= 64 else hostname.split(".")[0]
 
@@ -273,7 +278,8 @@ class LxcIsolation:
     def _write_hosts(self, part, hostname):
         """The container's /etc/hosts (bound from the state directory: rewritten in
         place, the container sees the new names at once)."""
-        names = " ".join(filter(None, (hostname, part.reference)))
+        valid = hostname if hostname and HOSTNAME_RE.match(hostname) else None
+        names = " ".join(filter(None, (valid, part.reference)))
         (self.state() / f"{self.container(part)}.hosts").write_text(
             f"{part.ipv4} {names}\n{part.ipv6} {names}\n127.0.0.1 localhost\n::1 localhost\n")
 

@@ -30,7 +30,6 @@ DESTROY_GRACE = 3.0             # seconds a destroyed partition's services get t
 MAX_VALUE = 64 << 10            # a published value longer than this is cut
 MAX_KEYS = 1000
 WARM_WAIT = 15.0                # seconds a starting supervisord gets to open its deployer
-WARM_START = 15.0               # seconds a warm partition's supervisord gets to start
 
 
 @dataclass
@@ -277,7 +276,7 @@ class Partition:
                                     ANSWER_CAP)
             time.sleep(0.02)
 
-    def wait_warm(self, wait=WARM_START):
+    def wait_warm(self, wait=WARM_WAIT):
         """Wait until the partition's deployer answers (a container just started with
         its supervisord). SlapnodeError when it does not within ``wait`` seconds."""
         if self._warm("ping", {}, 5.0, wait=wait) is None:

@@ -69,6 +69,11 @@ class Warmer:
             self.thread = threading.Thread(target=self._drain, daemon=True, name="slapnode-warm")
             self.thread.start()
 
+    def cooled(self, references):
+        """These partitions were emptied (a destroy stops their container): not warm."""
+        with self.guard:
+            self.warm.difference_update(references)
+
     def _drain(self):
         while True:
             with self.guard:
