@@ -3,9 +3,11 @@ node made for a benchmark (registered, formatted) and taken apart after it."""
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,3 +137,40 @@ def slapproxy(slapos, cfg, port, env=None):
     finally:
         os.killpg(proxy.pid, signal.SIGTERM)
         proxy.wait(10)
+
+
+ANCHOR = ROOT.parent / "shared" / "anchors" / "slapos"
+ANCHOR_STEPS = "# ---------------------------------------------------------------- 4. format"
+
+
+@contextlib.contextmanager
+def slapos_anchor(tail=None, partitions=None):
+    """The anchor's re-runnable SlapOS set-up (../shared/anchors/slapos/RUN.sh.in: slapos.core
+    from PyPI in a Python 3.12 virtualenv, slapproxy, the equivalent minimal release),
+    rendered in a directory of its own: ``(work, RUN.sh)``, or None when the anchor or a
+    Python 3.12 is missing. With ``tail``, the anchor's own steps from its format on are
+    replaced by that shell text (``@A@`` is the directory); ``partitions`` sets its
+    ``partition_amount``. Removed at the end (the script tears down what it made)."""
+    python = sorted(Path.home().glob(".pyenv/versions/3.12*"))
+    if not (ANCHOR / "RUN.sh.in").exists() or not python:
+        yield None
+        return
+    missing = [tool for tool in ("rsync", "patchelf", "bc") if not shutil.which(tool)]
+    if missing:                 # the anchor copies pyenv's Python 3.12 with these
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True)
+    work = Path(tempfile.mkdtemp(prefix="slapos-anchor-"))
+    os.chmod(work, 0o755)
+    try:
+        script = (ANCHOR / "RUN.sh.in").read_text()
+        if tail is not None:
+            script = script.split(ANCHOR_STEPS)[0] + tail
+        if partitions is not None:
+            script = script.replace("partition_amount = 10", f"partition_amount = {partitions}")
+        script = script.replace("@A@", str(work)).replace("@PY312@", str(python[0]))
+        (work / "RUN.sh").write_text(script)
+        (work / "sr").mkdir()
+        for source in (ANCHOR / "sr").iterdir():
+            (work / "sr" / source.name).write_text(source.read_text().replace("@A@", str(work)))
+        yield work, work / "RUN.sh"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

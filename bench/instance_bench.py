@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.conftest import start_master, stop_process  # noqa: E402
 
-from common import SLAPNODE, Gone, make_node, print_rows, pss_mb, remove_node, rss_mb, timed  # noqa: E402
+from common import (SLAPNODE, Gone, make_node, print_rows, pss_mb, remove_node,  # noqa: E402
+                    rss_mb, slapos_anchor, timed)
 
 from slapnode.agent import InstancePass  # noqa: E402
 from slapnode.client import Client  # noqa: E402
@@ -260,27 +261,14 @@ def run_anchor(noop_row):
     """Run the anchor's SlapOS scenario; {measure: (seconds or None, text)}."""
     import re
 
-    anchor = ROOT.parent / "shared" / "anchors" / "slapos"
-    python = sorted(Path.home().glob(".pyenv/versions/3.12*"))
-    if not (anchor / "RUN.sh.in").exists() or not python:
-        print("slapos.core: the anchor or a Python 3.12 is missing: not run")
-        return {}
-    missing = [tool for tool in ("rsync", "patchelf") if not shutil.which(tool)]
-    if missing:                 # the anchor copies pyenv's Python 3.12 with these
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True)
-    work = Path(tempfile.mkdtemp(prefix="slapos-anchor-"))
-    os.chmod(work, 0o755)
-    try:
-        script = (anchor / "RUN.sh.in").read_text().replace("@A@", str(work)).replace("@PY312@", str(python[0]))
-        (work / "RUN.sh").write_text(script)
-        (work / "sr").mkdir()
-        for source in (anchor / "sr").iterdir():
-            (work / "sr" / source.name).write_text(source.read_text().replace("@A@", str(work)))
+    with slapos_anchor() as anchor:
+        if anchor is None:
+            print("slapos.core: the anchor or a Python 3.12 is missing: not run")
+            return {}
+        work, script = anchor
         print("slapos.core: running the anchor's scenario (about 3 minutes) ...", flush=True)
-        out = subprocess.run(["bash", str(work / "RUN.sh")], capture_output=True, text=True,
+        out = subprocess.run(["bash", str(script)], capture_output=True, text=True,
                              cwd=work, timeout=1200).stdout
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     if not out:
         return {}
     latency = [float(x) for x in re.findall(r"request->http200=([\d.]+)s ok=1", out)]
