@@ -160,6 +160,8 @@ def slapos_anchor(tail=None, partitions=None):
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True)
     work = Path(tempfile.mkdtemp(prefix="slapos-anchor-"))
     os.chmod(work, 0o755)
+    # slapgrid's supervisord puts its watchdog's logs in /tmp whatever TMPDIR says
+    before = set(Path("/tmp").glob("watchdog-*---supervisor-*.log"))
     try:
         script = (ANCHOR / "RUN.sh.in").read_text()
         if tail is not None:
@@ -174,3 +176,5 @@ def slapos_anchor(tail=None, partitions=None):
         yield work, work / "RUN.sh"
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        for left in set(Path("/tmp").glob("watchdog-*---supervisor-*.log")) - before:
+            left.unlink(missing_ok=True)
