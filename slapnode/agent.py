@@ -296,16 +296,15 @@ class InstancePass:
         kept = dict(here.get("promises") or {})
         if action.kind == "deploy" and wanted == STARTED:
             self.local.set(action.reference, {**record, "hash": "", "state": ""})
-            self._certificate(partition, instance, record)
-            applied = partition.apply(_with_tls(instance, record), deploy=True, supervise=True,
-                                      retry_fatal=True)
+            applied = partition.apply(instance, deploy=True, supervise=True, retry_fatal=True,
+                                      complete=self._certified(partition, instance, record))
             record.update(fatal=0, retry_at=0)
             self._seen(record, applied)
             self._forwarded(partition, record, applied)
         elif action.kind == "deploy":                   # deployed, and kept stopped
             self.local.set(action.reference, {**record, "hash": "", "state": ""})
-            self._certificate(partition, instance, record)
-            applied = partition.apply(_with_tls(instance, record), deploy=True, supervise=False)
+            applied = partition.apply(instance, deploy=True, supervise=False,
+                                      complete=self._certified(partition, instance, record))
             partition.stop()
             record.update(connection=applied.connection, shared=_keys(applied.shared),
                           promises={})
@@ -344,6 +343,24 @@ class InstancePass:
         outcome.shared = [{"instance_id": int(sid), "connection": values,
                            "status": InstanceStatus.READY}
                           for sid, values in (record.get("shared") or {}).items()]
+
+    def _certified(self, partition, instance, record):
+        """Ask for the partition's certificate (when due) in a thread, while its container
+        is started or renamed: two waits of some 15 ms each, on the master and on the
+        kernel, that need not follow each other. Returns what the deployment calls once
+        its container is ready: it waits for the certificate and gives the instance as
+        deployed (``_with_tls``). ``record`` is this partition's, under its lock: only
+        the thread writes its certificate, and only until it is joined."""
+        if self.client is None or not certificate.due(record, instance["id"], _utcnow()):
+            return lambda: _with_tls(instance, record)
+        thread = threading.Thread(target=self._certificate, args=(partition, instance, record),
+                                  name=f"certificate {partition.part.reference}", daemon=True)
+        thread.start()
+
+        def complete():
+            thread.join()
+            return _with_tls(instance, record)
+        return complete
 
     def _certificate(self, partition, instance, record):
         """The partition's certificate, made or renewed when due (best effort: a master

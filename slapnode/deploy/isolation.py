@@ -225,9 +225,20 @@ class LxcIsolation:
         return "\n".join(lines) + "\n"
 
     def running(self, part):
-        result = subprocess.run(["lxc-info", "-n", self.container(part), "-s", "-H"],
+        return self._state(part)[0]
+
+    def _state(self, part):
+        """(running, the pid of its init or None) of the partition's container, as
+        lxc sees it (root's view, never a file of the partition's): one lxc-info."""
+        result = subprocess.run(["lxc-info", "-n", self.container(part), "-s", "-p"],
                                 capture_output=True, text=True)
-        return result.stdout.strip() == "RUNNING"
+        fields = {}                     # "State:   RUNNING", "PID:   1234"
+        for line in result.stdout.splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+        running = fields.get("state") == "RUNNING"
+        pid = fields.get("pid", "")
+        return running, (pid if running and pid.isdigit() else None)
 
     def ensure_running(self, part, services=False, hostname=None, zone=""):
         """The partition's container, started if it is not running: with its
@@ -235,11 +246,12 @@ class LxcIsolation:
         the deployment enters), else with a placeholder; named ``hostname`` (its
         instance's name in DNS). True when supervisord runs or is starting."""
         services_mark = self.state() / f"{self.container(part)}.services"
-        if self.running(part):
+        running, pid = self._state(part)
+        if running:
             # supervisord runs, or starts, when it is the container's first process
             alive = services_mark.exists() or supervisor.alive(part.root, uid=part.uid)
             if alive and hostname is not None:
-                self._rename(part, hostname)    # a warm container gets its instance's name
+                self._rename(part, hostname, pid)   # a warm container gets its instance's name
             return alive
         from ..format import dns
 
@@ -283,12 +295,12 @@ class LxcIsolation:
         (self.state() / f"{self.container(part)}.hosts").write_text(
             f"{part.ipv4} {names}\n{part.ipv6} {names}\n127.0.0.1 localhost\n::1 localhost\n")
 
-    def _rename(self, part, hostname):
+    def _rename(self, part, hostname, pid):
         """Give a running container (a warm one, started before its instance was known)
         the instance's host name, when it has another: its /etc/hosts, and the host name
         of its UTS namespace, set from root's side (``nsenter`` enters that namespace
         only; nothing of the partition's runs). The name it has is read from the
-        configuration root wrote when it started it."""
+        configuration root wrote when it started it; ``pid`` is its init's."""
         path = self.config_path(part)
         wanted = self.uts_name(part, hostname)
         try:
@@ -298,9 +310,7 @@ class LxcIsolation:
         line = f"lxc.uts.name = {wanted}"
         if line in text.splitlines():
             return
-        pid = subprocess.run(["lxc-info", "-n", self.container(part), "-p", "-H"],
-                             capture_output=True, text=True).stdout.strip()
-        if not pid.isdigit():
+        if pid is None:
             return
         done = subprocess.run(["nsenter", "--target", pid, "--uts", "--", "hostname", wanted],
                               capture_output=True, timeout=10)

@@ -218,13 +218,20 @@ class Partition:
         return self.part.root
 
     def apply(self, instance, deploy=True, supervise=True, restart=True, retry_fatal=False,
-              wait=3.0):
+              wait=3.0, complete=None):
         """Deploy the instance (``deploy``), run its services (``supervise``), wait up to
-        ``wait`` s for it to settle; all inside the partition. Returns ``Applied``."""
+        ``wait`` s for it to settle; all inside the partition. ``complete``: called once
+        the container is ready, it gives the instance as deployed (the agent's
+        certificate is asked for meanwhile). Returns ``Applied``."""
         trace.mark(f"{self.part.reference} apply")
-        self.write_supervisor_conf()
-        started = self.isolation.ensure_running(self.part, services=supervise,
-                                                hostname=instance.get("hostname"), zone=self.zone)
+        try:
+            self.write_supervisor_conf()
+            started = self.isolation.ensure_running(self.part, services=supervise,
+                                                    hostname=instance.get("hostname"),
+                                                    zone=self.zone)
+        finally:
+            if complete is not None:        # (its thread is never left running)
+                instance = complete()
         trace.mark(f"{self.part.reference} started")
         request = {"root": str(self.root), "reference": self.part.reference,
                    "supervise": supervise, "spawn": supervise and not started,
