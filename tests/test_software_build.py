@@ -82,7 +82,7 @@ def test_hello_builds_and_a_second_run_does_nothing(tmp_path):
     digest, built = engine.build(HELLO, directory)
     assert built and (directory / ".completed").read_text().strip() == digest
     assert "recipe = slapnode:service" in (directory / "instance.cfg").read_text()
-    assert f"/usr/bin/python3 {directory}/serve.py" in (directory / "instance.cfg").read_text()
+    assert f"/usr/bin/python3 -I -S {directory}/serve.py" in (directory / "instance.cfg").read_text()
     assert engine.build(HELLO, directory) == (digest, False)
 
 
