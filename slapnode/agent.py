@@ -650,6 +650,8 @@ class Daemon:
             self.policy.start()
         poller = threading.Thread(target=self._poller, daemon=True)
         poller.start()
+        if self.client is not None:     # the first deployment does not wait on its import
+            threading.Thread(target=certificate.preload, name="preload", daemon=True).start()
         last_doc = None
         next_build = None
         settle = None           # seconds to the next pass while an instance is deploying

@@ -32,6 +32,18 @@ def due(record, instance_id, now):
     return now >= issued + (not_after - issued) * 2 / 3
 
 
+def preload():
+    """Import what ``renew`` needs (a quarter of a second): the agent does it in a thread
+    when it starts, so that its first deployment does not wait on it. (A broken
+    installation is said by ``renew``, where it matters.)"""
+    try:
+        from cryptography import x509  # noqa: F401
+        from cryptography.hazmat.primitives import hashes, serialization  # noqa: F401
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: F401
+    except ImportError:
+        pass
+
+
 def renew(client, part, instance_id, now=None):
     """A new key and certificate for the partition; returns what the agent keeps."""
     # (imported here: whoever only needs the paths, `node format` among them, does not pay)
