@@ -353,12 +353,21 @@ class InstancePass:
         the thread writes its certificate, and only until it is joined."""
         if self.client is None or not certificate.due(record, instance["id"], _utcnow()):
             return lambda: _with_tls(instance, record)
-        thread = threading.Thread(target=self._certificate, args=(partition, instance, record),
-                                  name=f"certificate {partition.part.reference}", daemon=True)
+        failed = []
+
+        def work():
+            try:
+                self._certificate(partition, instance, record)
+            except Exception as exc:    # noqa: BLE001 - raised in the deployment, as before
+                failed.append(exc)
+        thread = threading.Thread(target=work, name=f"certificate {partition.part.reference}",
+                                  daemon=True)
         thread.start()
 
         def complete():
             thread.join()
+            if failed:
+                raise failed[0]
             return _with_tls(instance, record)
         return complete
 

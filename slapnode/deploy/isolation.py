@@ -81,6 +81,16 @@ def _root_process_with(marker):
     return False
 
 
+def _in_cgroup(pid, container):
+    """Whether process ``pid`` lives in the cgroup lxc made for ``container``."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as stream:
+            return any(line.rstrip("\n").split("/")[-1] == container or
+                       f"/{container}/" in line for line in stream)
+    except OSError:
+        return False
+
+
 def answer_of(result, what):
     """The partition side's JSON answer, or SlapnodeError saying why there is none."""
     if result.timed_out:
@@ -312,8 +322,21 @@ class LxcIsolation:
             return
         if pid is None:
             return
-        done = subprocess.run(["nsenter", "--target", pid, "--uts", "--", "hostname", wanted],
-                              capture_output=True, timeout=10)
+        # The namespace is held open before anything runs in it: if the container died
+        # since lxc-info and its pid went to another process, that process is not in the
+        # container's cgroup, and its namespace (the host's, likely) is never renamed.
+        try:
+            uts = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if (os.fstat(uts).st_ino == os.stat("/proc/self/ns/uts").st_ino
+                    or not _in_cgroup(pid, self.container(part))):
+                return
+            done = subprocess.run(["nsenter", f"--uts=/proc/self/fd/{uts}", "--", "hostname",
+                                   wanted], capture_output=True, timeout=10, pass_fds=(uts,))
+        finally:
+            os.close(uts)
         if done.returncode != 0:
             raise SlapnodeError(f"cannot name the partition's container {wanted}: "
                                 f"{done.stderr.decode(errors='replace').strip()[:200]}")

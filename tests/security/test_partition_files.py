@@ -141,6 +141,26 @@ def test_a_swapped_deployer_socket_reaches_no_other_partition(lxc_node):
     assert get(lxc_node.user_client.show_instance("bob")["connection"]["url"]).text == "Hello, bob!"
 
 
+def test_naming_a_container_never_renames_another_namespace(lxc_node):
+    """Root names a warm container through the pid of its init (lxc-info's): a pid that is
+    not in that container's cgroup (it died and the pid went elsewhere: the host's own
+    processes, another partition's) is never entered, whatever name is asked for."""
+    a, b = deployed(lxc_node, "ada", "bob")
+    lxc = isolation_mod.isolation_for(lxc_node.config)
+
+    def uts_of(pid):
+        return subprocess.run(["nsenter", "--target", str(pid), "--uts", "hostname"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    _, b_init = lxc._state(b)
+    before = (uts_of(os.getpid()), uts_of(b_init))
+    for pid in (str(os.getpid()), "1", b_init):
+        lxc._rename(a, "taken.example.test", pid)
+    assert (uts_of(os.getpid()), uts_of(b_init)) == before
+    _, a_init = lxc._state(a)
+    lxc._rename(a, "taken.example.test", a_init)      # its own init: named
+    assert uts_of(a_init) == "taken.example.test"
+
+
 def test_destroy_removes_links_never_what_they_point_to(lxc_node, base):
     part, = deployed(lxc_node, "ada")
     precious = base / "precious"
