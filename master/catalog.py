@@ -11,7 +11,6 @@ import time
 from decimal import Decimal, InvalidOperation
 
 import jsonschema
-import regex
 import referencing
 from sqlalchemy import or_, select
 
@@ -100,6 +99,8 @@ def check_schema(schema):
         patterns = [value] if key == "pattern" and isinstance(value, str) else \
             list(value) if key == "patternProperties" and isinstance(value, dict) else []
         for pattern in patterns:
+            import regex        # (loaded by the first schema with a pattern: 2 MB a worker)
+
             try:
                 regex.compile(pattern)
             except regex.error as exc:
@@ -249,6 +250,8 @@ class _Budget:
         self.deadline = time.monotonic() + seconds
 
     def search(self, pattern, text):
+        import regex
+
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise _TooSlow(pattern)
