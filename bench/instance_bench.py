@@ -197,13 +197,16 @@ def main():
                 (part.root / deployer.SOCKET).exists() for part in parts_of(config).values()
                 if (part.root / "etc" / "supervisor.d" / "httpd.conf").exists()):
             time.sleep(1)
+        time.sleep(2)       # a deployer that just left is reaped by its supervisord's loop
         try:
             row("agent idle RSS", rss_mb(agent.pid), 60, "MB")
         except Gone as exc:
             row("agent idle RSS", float("nan"), 60, "MB", ok=False, why=str(exc))
         overhead, overhead_rss, missing = [], [], 0
         for part in parts_of(config).values():
-            pids = [p for p in isolation_mod.processes_of(part.uid) if "serve.py" not in cmdline(p)]
+            # (not a deployer that left and is not reaped yet: a zombie has no command line)
+            pids = [p for p in isolation_mod.processes_of(part.uid)
+                    if cmdline(p) and "serve.py" not in cmdline(p)]
             pids += [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
                      if cmdline(p).startswith("lxc-execute") and f" slapnode-{part.user} " in cmdline(p)]
             try:
