@@ -62,7 +62,13 @@ class Standalone:
     def interrupt(self, seconds=30):
         """Ctrl-C, as a user would stop it."""
         os.killpg(self.process.pid, signal.SIGINT)
-        self.process.wait(seconds)
+        try:
+            self.process.wait(seconds)
+        except subprocess.TimeoutExpired:   # say what it was doing (and what ran) meanwhile
+            tree = subprocess.run(["ps", "-eo", "pid,ppid,stat,etime,args", "--forest"],
+                                  capture_output=True, text=True).stdout
+            raise AssertionError(f"standalone still running {seconds} s after Ctrl-C; its log "
+                                 f"ends:\n{self.log()[-3000:]}\nprocesses:\n{tree[-6000:]}") from None
 
     def cleanup(self):
         """Whatever happened: nothing of it is left (never raises an assertion)."""
