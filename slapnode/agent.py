@@ -380,6 +380,7 @@ class InstancePass:
         try:
             record["certificate"] = {**certificate.renew(self.client, partition.part,
                                                          instance["id"]), "ok": True}
+            trace.mark(f"{partition.part.reference} certificate signed")
         except (MasterError, OSError, safefs.Refused) as exc:
             if getattr(exc, "status", None) != 409:     # 409: this master has no CA
                 self.say(f"{partition.part.reference}: no certificate now ({exc})")
@@ -615,6 +616,23 @@ class Daemon:
             self.instances.last_reports = {}    # thawed: every status is reported again
             self.instances.after_freeze = True
 
+    def handle_signals(self):
+        """SIGTERM and Ctrl-C (SIGINT) stop the daemon at its next turn, never by an
+        exception raised wherever its main thread happens to be; a second Ctrl-C
+        interrupts at once. SIGUSR1 prints every thread's stack to stderr (where a
+        daemon that does not stop is stuck). Call from the main thread."""
+        import faulthandler
+        import signal
+
+        def interrupt(signum, frame):
+            if self.stopping.is_set():
+                signal.default_int_handler(signum, frame)
+            self.say("stopping (Ctrl-C again to stop at once)")
+            self.stop()
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, interrupt)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
     def stop(self):
         self.stopping.set()
         if self.policy is not None:
@@ -661,6 +679,18 @@ class Daemon:
         poller.start()
         if self.client is not None:     # the first deployment does not wait on its import
             threading.Thread(target=certificate.preload, name="preload", daemon=True).start()
+        try:
+            self._loop()
+        finally:                    # stopped, or interrupted (Ctrl-C): builds in flight are
+            self.stop()             # told to stop and waited for, so none outlives the daemon
+            if self.software_thread is not None:
+                self.software_thread.join(30)
+            # free partitions kept warm hold nothing: they do not outlive the agent
+            self.warmer.cool_all(self.instances.local, parts_of(self.config))
+            if self.relay is not None:
+                self.relay.stop()
+
+    def _loop(self):
         last_doc = None
         next_build = None
         settle = None           # seconds to the next pass while an instance is deploying
@@ -701,12 +731,6 @@ class Daemon:
                                               for o in outcomes or ()), self.health_every)
             self.passes += 1
             last_doc = doc
-        if self.software_thread is not None:    # builds in flight were told to stop: wait
-            self.software_thread.join(30)       # for them, so none outlives the daemon
-        # free partitions kept warm hold nothing: they do not outlive the agent
-        self.warmer.cool_all(self.instances.local, parts_of(self.config))
-        if self.relay is not None:
-            self.relay.stop()
 
     def _warm(self, doc, outcomes):
         """Keep the next free partitions started (``deploy/warm.py``): after a new desired

@@ -10,6 +10,7 @@ under one data directory; running it again picks up where it was.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,16 +35,32 @@ def shipped_releases():
     return sorted(p.parent for p in Path(root).glob("*/software.cfg"))
 
 
+def _dies_with(parent):
+    """For a child's preexec_fn: SIGTERM when ``parent`` (this thread) dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def child():
+        prctl(1, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:      # already gone before the request was made
+            os._exit(1)
+    return child
+
+
 def start_master(data_dir, listen, say):
     from .master import service
 
     master_dir = Path(data_dir) / "master"
     _, admin_token, _fingerprint = service.init(master_dir)
     log = open(Path(data_dir) / "master.log", "ab")
+    # Its own session: a Ctrl-C on the terminal reaches standalone only, which stops the
+    # master last (the agent still reports while it stops); it dies with standalone anyway.
     process = subprocess.Popen([sys.executable, "-m", "slapnode", "master", "serve", "--data-dir",
                                 str(master_dir), "--listen", listen, "--log-level", "warning",
                                 "--insecure-http"],
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True, preexec_fn=_dies_with(os.getpid()))
     log.close()
     url = f"http://{listen}"
     deadline = time.monotonic() + 30

@@ -65,10 +65,12 @@ class Standalone:
         try:
             self.process.wait(seconds)
         except subprocess.TimeoutExpired:   # say what it was doing (and what ran) meanwhile
-            tree = subprocess.run(["ps", "-eo", "pid,ppid,stat,etime,args", "--forest"],
-                                  capture_output=True, text=True).stdout
+            os.kill(self.process.pid, signal.SIGUSR1)       # its threads' stacks, to its log
+            time.sleep(1)
+            tree = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "--forest", "-s",
+                                   str(self.process.pid)], capture_output=True, text=True).stdout
             raise AssertionError(f"standalone still running {seconds} s after Ctrl-C; its log "
-                                 f"ends:\n{self.log()[-3000:]}\nprocesses:\n{tree[-6000:]}") from None
+                                 f"ends:\n{self.log()[-8000:]}\nits processes:\n{tree[-3000:]}") from None
 
     def cleanup(self):
         """Whatever happened: nothing of it is left (never raises an assertion)."""

@@ -447,7 +447,6 @@ def run(config_path, poll_wait, log_file):
       slapnode node run --config /etc/slapnode/node.cfg
       slapnode node run --log-file /var/log/slapnode-node.log
     """
-    import signal
 
     from ..agent import Daemon
 
@@ -461,11 +460,8 @@ def run(config_path, poll_wait, log_file):
 
     daemon = Daemon(config, client, say, poll_wait=poll_wait,
                     config_path=nodeconfig.config_path(config_path))
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    try:
-        daemon.run()
-    except KeyboardInterrupt:
-        daemon.stop()
+    daemon.handle_signals()
+    daemon.run()
 
 
 # -- the volunteer's policy ---------------------------------------------------------------

@@ -26,7 +26,6 @@ def group(data_dir, listen, partitions, isolation, user_prefix, bridge, ipv4_ran
       slapnode instance request my-hello hello --parameter name=Ada --wait 60   # elsewhere
     """
     import os
-    import signal
 
     from .context import printable
 
@@ -44,12 +43,10 @@ def group(data_dir, listen, partitions, isolation, user_prefix, bridge, ipv4_ran
     from pathlib import Path
 
     daemon = Daemon(config, node, say, poll_wait=30, config_path=Path(data_dir) / "node.cfg")
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    daemon.handle_signals()
     say("node daemon running; Ctrl-C stops everything")
     try:
         daemon.run()
-    except KeyboardInterrupt:
-        daemon.stop()
     finally:
         standalone.stop_instances(config, say)
         process.terminate()

@@ -200,6 +200,8 @@ class SoftwarePass:
         user; computed here when not given."""
         directory = software_dir(self.root, url)
         started = time.monotonic()
+        if self.stopping.is_set():      # queued behind builds the agent's stop interrupted
+            return Result(url, "waiting", "not started: the agent is stopping", 0.0)
         if not force and self.backoff.waiting(url):
             return Result(url, "waiting", "backoff", 0.0)
         try:
@@ -336,7 +338,7 @@ class SoftwarePass:
                 if self.said.get(result.url) != line:       # only news is said
                     self.say(f"{line} [{result.seconds:.2f} s]")
                 self.said[result.url] = line
-        for url in to_remove:
+        for url in to_remove if not self.stopping.is_set() else ():
             result = self.remove(url)
             results.append(result)
             self._report(url, "destroyed")
