@@ -229,6 +229,7 @@ class Partition:
             started = self.isolation.ensure_running(self.part, services=supervise,
                                                     hostname=instance.get("hostname"),
                                                     zone=self.zone)
+            trace.mark(f"{self.part.reference} container ready")
         finally:
             if complete is not None:        # (its thread is never left running)
                 instance = complete()
