@@ -148,3 +148,14 @@ def test_a_slapos_software_cfg_json_names_the_default_types_request_schema(tmp_p
     (tmp_path / "software.cfg.json").write_text("{nope")
     with pytest.raises(release_meta.MetaError, match="not valid JSON"):
         release_meta.read(str(profile))
+
+
+def test_a_partition_keeps_its_mac_address_from_one_start_to_the_next():
+    from slapnode.deploy.isolation import mac_address
+
+    mac = mac_address("slapbr0", "10.0.0.2")
+    assert mac == mac_address("slapbr0", "10.0.0.2")            # every start: the same
+    assert mac.endswith(":0a:00:00:02") and len(mac.split(":")) == 6
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01           # locally administered, unicast
+    assert mac != mac_address("slapbr0", "10.0.0.3") != mac_address("otherbr", "10.0.0.3")

@@ -48,6 +48,19 @@ def veth_name(uid):
     return f"sv{uid}"
 
 
+def mac_address(bridge, ipv4):
+    """The container's MAC: the same at every start of the partition (locally
+    administered, a byte of the bridge's name, then the partition's IPv4 address).
+    With a new random one at each start, a partition started again (destroyed and
+    given out, or warmed again) was unreachable from the node for seconds: the
+    host's neighbour entry still named the old MAC. Pure."""
+    import ipaddress
+    import zlib
+
+    octets = ipaddress.IPv4Address(ipv4).packed
+    return ":".join(f"{b:02x}" for b in (0x02, zlib.crc32(bridge.encode()) & 0xFF, *octets))
+
+
 def kill_all(uid, wait=5.0):
     """SIGKILL every process running as ``uid``; wait until they are gone."""
     deadline = time.monotonic() + wait
@@ -207,6 +220,7 @@ class LxcIsolation:
             f"lxc.net.0.link = {c.bridge}",
             "lxc.net.0.flags = up",
             f"lxc.net.0.veth.pair = {veth_name(part.uid)}",
+            f"lxc.net.0.hwaddr = {mac_address(c.bridge, part.ipv4)}",
             f"lxc.net.0.ipv4.address = {part.ipv4}/{c.ipv4_network.prefixlen}",
             f"lxc.net.0.ipv4.gateway = {nodeconfig.gateway_v4(c)}",
             f"lxc.net.0.ipv6.address = {part.ipv6}/{v6.prefixlen if c.ipv6_source != 'global' else 128}",
