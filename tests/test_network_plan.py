@@ -145,3 +145,21 @@ def test_a_given_ipv6_range_outside_ula_is_routed(text, ula):
     from slapnode.node.register import _is_ula
 
     assert _is_ula(text) is ula
+
+
+def test_format_loads_only_the_part_of_pyroute2_it_uses():
+    """`node format` imports pyroute2's IPRoute without the package's __init__ (all of
+    pyroute2); a later import of anything else from the package still finds it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from slapnode.format import network\n"
+            "network._lean_pyroute2()\n"
+            "from pyroute2.iproute import IPRoute, NetNS\n"
+            "assert 'pyroute2.ndb.main' not in sys.modules, 'the whole package was loaded'\n"
+            "from pyroute2 import NDB, IPRoute as again, netns\n"
+            "import pyroute2\n"
+            "assert again is IPRoute and pyroute2.__version__ and NDB and netns.pushns\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -247,10 +247,11 @@ def guard_script(bridge, guard_v4, guard_v6):
             f'add element inet {GUARD} bridges {{ "{bridge}" }}\n')
 
 
-def enable_forwarding(config):
+def enable_forwarding(config, rules=""):
     """Turn IPv4 and IPv6 forwarding on; record what was there first (interfaces that
     took router advertisements keep taking them: accept_ra = 2); put this node's
-    bridge in the guard."""
+    bridge in the guard. ``rules``: more nft script, applied in the guard's transaction
+    (one nft process), before the switches are turned on."""
     saved = _load_saved(config)
     if not saved:
         saved = {"net.ipv4.ip_forward": read_sysctl(config, "net.ipv4.ip_forward"),
@@ -271,10 +272,10 @@ def enable_forwarding(config):
                 write_sysctl(config, key, 2)
             except (OSError, subprocess.CalledProcessError):
                 pass                        # the interface went away since
+    nft(config, guard_script(config.bridge, saved.get("net.ipv4.ip_forward") == "0",
+                             saved.get("net.ipv6.conf.all.forwarding") == "0") + rules)
     write_sysctl(config, "net.ipv4.ip_forward", 1)
     write_sysctl(config, "net.ipv6.conf.all.forwarding", 1)
-    nft(config, guard_script(config.bridge, saved.get("net.ipv4.ip_forward") == "0",
-                             saved.get("net.ipv6.conf.all.forwarding") == "0"))
 
 
 def guarded_bridges(config):
@@ -343,5 +344,5 @@ def partition_ports(config):
 
 def apply(config, forwards=()):
     """Forwarding on, and slapnode's tables as the config and ``forwards`` say."""
-    enable_forwarding(config)
-    nft(config, ruleset(config, forwards, public_ipv4(config), partition_ports(config)))
+    enable_forwarding(config, ruleset(config, forwards, public_ipv4(config),
+                                      partition_ports(config)))
