@@ -51,7 +51,9 @@ def unique_name(prefix="t"):
     their first characters must differ too) and never given twice (a thousand random
     24-bit names collide once in about thirty runs)."""
     while True:
-        name = f"{prefix}-{RUN_ID}-{secrets.token_hex(3)}"
+        name = f"{prefix}-{secrets.token_hex(3)}-{RUN_ID}"    # random first: a label
+        # of 16 keeps all of it ("user-" then the run's id kept 2 random characters,
+        # and two users' instances "i" on the shared test master were both "i.user-…")
         if name not in _GIVEN:
             _GIVEN.add(name)
             return name

@@ -185,7 +185,8 @@ class NodeHandle:
                         part.gid, "--clear-env", "--", *cmd, timeout=timeout)
 
 
-def _wait(check, seconds, what):
+def _wait(check, seconds, what, detail=None):
+    """Until ``check()``; else fail saying ``what`` (and ``detail()``: what was seen)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -194,7 +195,7 @@ def _wait(check, seconds, what):
         except (OSError, ValueError, KeyError, MasterError):
             pass
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"; {detail()}" if detail else ""))
 
 
 def _start_upstream(net_name, base, processes):
@@ -551,11 +552,14 @@ def test_the_boinc_client_attaches_to_a_project_through_nat_and_dns(net, user):
                               capture_output=True, text=True, timeout=900)
     logs = "".join(p.read_text()[-3000:] for p in (net.base / "software").glob("*/.build.log"))
     assert prebuilt.returncode == 0, prebuilt.stderr + logs   # (Debian's packages: the machine's network)
-    _request(net, user, "cruncher", "boinc-client", "b",
-             {"boinc-project-url": "http://www.example.test/boinc/",
-              "boinc-account-key": "0123456789abcdef"}, wait=300)
+    view = _request(net, user, "cruncher", "boinc-client", "b",
+                    {"boinc-project-url": "http://www.example.test/boinc/",
+                     "boinc-account-key": "0123456789abcdef"}, wait=300)
+    log = net.base / "b" / "srv" / view["partition"] / "var" / "log" / "boinc.log"
     _wait(lambda: any(r["method"] == "POST" and r["path"].startswith("/boinc_cgi")
-                      for r in net.http_requests()), 120, "the BOINC client's scheduler request")
+                      for r in net.http_requests()), 120, "the BOINC client's scheduler request",
+          lambda: f"upstream HTTP saw {net.http_requests()}; the client's log ends: "
+                  f"{log.read_text(errors='replace')[-2500:] if log.exists() else '(none)'}")
     seen = [(r["method"], r["path"]) for r in net.http_requests() if r["client"] == NODES["b"][0]]
     assert ("GET", "/boinc/") in seen
 
