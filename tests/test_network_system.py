@@ -545,6 +545,15 @@ port = 8080
     assert view["partition"] not in state
 
 
+def _project_lines(log):
+    """The BOINC client's log lines about the project (or scheduler), the last 30."""
+    if not log.exists():
+        return "(no log)"
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if "example.test" in line or "schedul" in line.lower() or "master" in line.lower()]
+    return "\n".join(lines[-30:]) or "(none yet: the client's output is buffered)"
+
+
 def test_the_boinc_client_attaches_to_a_project_through_nat_and_dns(net, user):
     url = str(ROOT / "software-releases" / "boinc-client" / "software.cfg")
     prebuilt = subprocess.run(slapnode_cmd("software", "build", url, "--software-root",
@@ -558,8 +567,8 @@ def test_the_boinc_client_attaches_to_a_project_through_nat_and_dns(net, user):
     log = net.base / "b" / "srv" / view["partition"] / "var" / "log" / "boinc.log"
     _wait(lambda: any(r["method"] == "POST" and r["path"].startswith("/boinc_cgi")
                       for r in net.http_requests()), 120, "the BOINC client's scheduler request",
-          lambda: f"upstream HTTP saw {net.http_requests()}; the client's log ends: "
-                  f"{log.read_text(errors='replace')[-2500:] if log.exists() else '(none)'}")
+          lambda: f"upstream HTTP saw {net.http_requests()}; the client's log on the project: "
+                  f"{_project_lines(log)}")
     seen = [(r["method"], r["path"]) for r in net.http_requests() if r["client"] == NODES["b"][0]]
     assert ("GET", "/boinc/") in seen
 
