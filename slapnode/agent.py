@@ -627,16 +627,15 @@ class Daemon:
         def interrupt(signum, frame):
             if self.stopping.is_set():
                 signal.default_int_handler(signum, frame)
-            self.say("stopping (Ctrl-C again to stop at once)")
             self.stop()
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, interrupt)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def stop(self):
+        """Stop at the next turn. Only sets events: safe in a signal handler (the rest of
+        the stop, which waits and writes, runs at the end of ``run``)."""
         self.stopping.set()
-        if self.policy is not None:
-            self.policy.stop()
         self.software.stop()            # a long build must not hold the daemon's exit
         self.wake.set()
 
@@ -683,6 +682,9 @@ class Daemon:
             self._loop()
         finally:                    # stopped, or interrupted (Ctrl-C): builds in flight are
             self.stop()             # told to stop and waited for, so none outlives the daemon
+            self.say("stopping (Ctrl-C again to stop at once)")
+            if self.policy is not None:
+                self.policy.stop()
             if self.software_thread is not None:
                 self.software_thread.join(30)
             # free partitions kept warm hold nothing: they do not outlive the agent

@@ -65,8 +65,9 @@ class Standalone:
         try:
             self.process.wait(seconds)
         except subprocess.TimeoutExpired:   # say what it was doing (and what ran) meanwhile
-            os.kill(self.process.pid, signal.SIGUSR1)       # its threads' stacks, to its log
-            time.sleep(1)
+            with contextlib.suppress(ProcessLookupError):   # its threads' stacks, to its log
+                os.kill(self.process.pid, signal.SIGUSR1)
+                time.sleep(1)
             tree = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "--forest", "-s",
                                    str(self.process.pid)], capture_output=True, text=True).stdout
             raise AssertionError(f"standalone still running {seconds} s after Ctrl-C; its log "

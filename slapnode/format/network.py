@@ -18,7 +18,7 @@ from ..errors import SlapnodeError
 
 IFA_F_NODAD = 0x02          # usable at once: no duplicate address detection delay
 NTF_PROXY = 0x08            # a proxy neighbour entry (answer NDP for this address)
-_LEAN_LOCK = threading.Lock()
+_LEAN_LOCK = threading.RLock()
 
 
 def _lean_pyroute2():
@@ -40,8 +40,10 @@ def _lean_pyroute2():
             except ModuleNotFoundError as exc:
                 if exc.name != f"pyroute2.{name}":
                     raise
-            del package.__getattr__
-            spec.loader.exec_module(package)
+            with _LEAN_LOCK:            # (once, whichever thread asks first)
+                if package.__dict__.get("__getattr__") is whole:
+                    del package.__getattr__
+                    spec.loader.exec_module(package)
             return getattr(package, name)
         package.__getattr__ = whole
         sys.modules["pyroute2"] = package

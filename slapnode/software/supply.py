@@ -338,7 +338,7 @@ class SoftwarePass:
                 if self.said.get(result.url) != line:       # only news is said
                     self.say(f"{line} [{result.seconds:.2f} s]")
                 self.said[result.url] = line
-        for url in to_remove if not self.stopping.is_set() else ():
+        for url in [] if self.stopping.is_set() else to_remove:
             result = self.remove(url)
             results.append(result)
             self._report(url, "destroyed")
