@@ -165,6 +165,7 @@ def test_boinc_client_answers_its_gui_rpc_and_shows_an_offline_attach(master, ba
         prefs = (node.part("slappart0").root / "srv" / "boinc" / "global_prefs_override.xml").read_text()
         assert "<max_ncpus_pct>50.0</max_ncpus_pct>" in prefs
         assert "<run_if_user_active>0</run_if_user_active>" in prefs
+        assert "<suspend_cpu_usage>0.0</suspend_cpu_usage>" in prefs     # the node's policy decides
         wrong = subprocess.run([view["connection"]["boinccmd"], "--host",
                                 f"{view['connection']['remote_host']}:31416", "--passwd", "wrong",
                                 "--get_project_status"], capture_output=True, text=True, timeout=20,
