@@ -216,7 +216,7 @@ def main():
                       f"(about {4 * size + 2} s each) ...", flush=True)
                 results[("slapos", size)] = slapos_runs(slapos, size, args.slapos_runs)
 
-    print(f"\n{'scenario':34} {'slapnode':>10} {'slapos.core':>12} {'ratio':>8}  target")
+    print(f"\n{'scenario':38} {'slapnode':>10} {'slapos.core':>12} {'ratio':>8}  target")
     for size in sizes:
         for label, column, target in (
                 ("from scratch", 0, "< 5 s" if size == 100 else ""),
@@ -226,7 +226,7 @@ def main():
             theirs = results.get(("slapos", size))
             other = f"{theirs[column]:.2f} s" if theirs else "-"
             ratio = f"{theirs[column] / ours:.1f}x" if theirs else "-"
-            print(f"{f'{size} partitions, {label}':34} {ours:>8.2f} s {other:>12} {ratio:>8}  {target}")
+            print(f"{f'{size} partitions, {label}':38} {ours:>8.2f} s {other:>12} {ratio:>8}  {target}")
     print(f"(medians; slapnode {args.runs} runs, slapos.core {args.slapos_runs} runs; "
           "ratio = slapos.core time / slapnode time)")
     if slapos_note:

@@ -71,6 +71,13 @@ def age(pid):
     return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _parent(pid):
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cmdline(pid):
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -214,6 +221,15 @@ def main():
             row("agent idle RSS", rss_mb(agent.pid), 60, "MB")
         except Gone as exc:
             row("agent idle RSS", float("nan"), 60, "MB", ok=False, why=str(exc))
+        # its zygote (deploy/zygote.py) stays zygote.IDLE s after it last forked a supervisord
+        zygotes = [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
+                   if "slapnode.deploy.zygote" in cmdline(p) and _parent(p) == agent.pid]
+        try:
+            row("  its zygote, while it stays (RSS, PSS)", sum(rss_mb(p) for p in zygotes), None,
+                "MB", why=f"PSS {sum(pss_mb(p) for p in zygotes):.0f} MB" if zygotes
+                else "gone (idle)")
+        except Gone:
+            pass
         overhead, overhead_rss, missing = [], [], 0
         for part in parts_of(config).values():
             # (not a deployer that left and is not reaped yet: a zombie has no command line)

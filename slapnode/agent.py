@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import safefs, trace, usage
 from .deploy import isolation as isolation_mod
-from .deploy import certificate, promises
+from .deploy import certificate, promises, zygote
 from .deploy import status as _status
 from .deploy.forwards import Forwards
 from .deploy.partition import Partition, inputs_hash, parts_of
@@ -691,6 +691,7 @@ class Daemon:
             self.warmer.cool_all(self.instances.local, parts_of(self.config))
             if self.relay is not None:
                 self.relay.stop()
+            zygote.shared().close()
 
     def _loop(self):
         last_doc = None

@@ -19,6 +19,7 @@ import requests
 from click.testing import CliRunner
 
 from slapnode.cli import main as cli_main
+from slapnode.deploy import zygote
 from slapnode.client import Client
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -313,3 +314,10 @@ def reachable_dir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_zygote_left():
+    """A test that started containers in-process leaves no zygote behind it."""
+    yield
+    zygote.shared().close()

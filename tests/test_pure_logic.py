@@ -159,3 +159,22 @@ def test_a_partition_keeps_its_mac_address_from_one_start_to_the_next():
     first = int(mac.split(":")[0], 16)
     assert first & 0x02 and not first & 0x01           # locally administered, unicast
     assert mac != mac_address("slapbr0", "10.0.0.3") != mac_address("otherbr", "10.0.0.3")
+
+
+def test_the_zygote_finds_the_cgroups_of_a_containers_init():
+    from pathlib import Path
+
+    from slapnode.deploy.zygote import cgroup_dirs
+    from slapnode.errors import SlapnodeError
+
+    root = Path("/cg")
+    hybrid = {"/cg/unified", "/cg/cpu,cpuacct", "/cg/systemd", "/cg/unified/a/b",
+              "/cg/cpu,cpuacct/a/b", "/cg/systemd/a/b"}
+    text = "2:cpu,cpuacct:/a/b\n1:name=systemd:/a/b\n0::/a/b\n"
+    assert cgroup_dirs(text, root, hybrid.__contains__) == [
+        Path("/cg/cpu,cpuacct/a/b"), Path("/cg/systemd/a/b"), Path("/cg/unified/a/b")]
+    v2 = {"/cg/cgroup.procs", "/cg/a/b"}
+    assert cgroup_dirs("0::/a/b\n", root, v2.__contains__) == [Path("/cg/a/b")]
+    for bad in ("0::/a/../../etc\n", "3:memory:/a/b\n", "0::relative\n"):
+        with pytest.raises(SlapnodeError):
+            cgroup_dirs(bad, root, (hybrid | v2).__contains__)

@@ -9,7 +9,9 @@ namespaces, cgroup limits for memory, CPU and pids from the node config, and
 ``no_new_privs`` (no setuid program can raise a partition's rights). All the
 partition's code enters that container with ``lxc-attach`` as the partition
 user: the deployment of its instance profile, its supervisord and services,
-its promises (``run_inside``). Stopping is ``lxc-stop --kill``: every process
+its promises (``run_inside``); a cold container's supervisord is forked into it by
+the agent's zygote instead (``deploy/zygote.py``: the same entry, without a new
+interpreter). Stopping is ``lxc-stop --kill``: every process
 of the container goes, grandchildren included.
 
 With ``user``: the same code runs as the partition user in its own session,
@@ -31,7 +33,7 @@ from pathlib import Path
 from .. import nodeconfig, proc
 from ..errors import SlapnodeError
 from ..format.users import user_processes
-from . import cgroups, supervisor
+from . import cgroups, supervisor, zygote
 
 INSIDE = [sys.executable, "-m", "slapnode.deploy.inside"]
 SUPERVISORD = [sys.executable, "-m", "supervisor.supervisord"]
@@ -102,6 +104,23 @@ def _in_cgroup(pid, container):
                        f"/{container}/" in line for line in stream)
     except OSError:
         return False
+
+
+def _services_alive(mark):
+    """Whether the container's supervisord runs or starts, as root's mark says: empty,
+    it is the container's first process (the container lives as long as it does);
+    else the pid and start time of the one the zygote forked into it."""
+    try:
+        text = mark.read_text().split()
+    except OSError:
+        return False
+    if not text:
+        return True
+    try:
+        pid, started = int(text[0]), int(text[1])
+    except (ValueError, IndexError):
+        return False
+    return zygote.started(pid) == started
 
 
 def answer_of(result, what):
@@ -266,14 +285,16 @@ class LxcIsolation:
 
     def ensure_running(self, part, services=False, hostname=None, zone=""):
         """The partition's container, started if it is not running: with its
-        supervisord as first process when ``services`` (the services start while
-        the deployment enters), else with a placeholder; named ``hostname`` (its
-        instance's name in DNS). True when supervisord runs or is starting."""
+        supervisord when ``services`` (the services start while the deployment
+        enters; forked in by the zygote, else as the container's first process),
+        else with a placeholder; named ``hostname`` (its instance's name in DNS).
+        True when supervisord runs or is starting."""
         services_mark = self.state() / f"{self.container(part)}.services"
         running, pid = self._state(part)
         if running:
-            # supervisord runs, or starts, when it is the container's first process
-            alive = services_mark.exists() or supervisor.alive(part.root, uid=part.uid)
+            # supervisord runs, or starts, when it is the container's first process or
+            # the zygote's that still lives
+            alive = _services_alive(services_mark) or supervisor.alive(part.root, uid=part.uid)
             if alive and hostname is not None:
                 self._rename(part, hostname, pid)   # a warm container gets its instance's name
             return alive
@@ -290,15 +311,23 @@ class LxcIsolation:
         for kept in (log, state / f"{name}.out"):       # bounded: cut back at each start
             if kept.exists() and kept.stat().st_size > LOG_CAP:
                 kept.write_bytes(kept.read_bytes()[-LOG_CAP // 2:])
+        if services and self._zygote_start(part, path, log, state / f"{name}.out",
+                                           services_mark):
+            return True
         command = SUPERVISORD + ["-c", str(supervisor.paths(part.root)["conf"])] \
             if services else self.HOLDER
         if services:
-            services_mark.touch()
+            services_mark.write_text("")        # supervisord is its first process
         else:
             services_mark.unlink(missing_ok=True)
-        with open(state / f"{name}.out", "ab") as out:
-            proc.spawn_detached(["lxc-execute", "-n", name, "-f", str(path), "-o", str(log),
-                                 "-l", "WARN", "--", *command],
+        self._execute(part, path, log, state / f"{name}.out", command)
+        return services
+
+    def _execute(self, part, path, log, out_path, command):
+        """Start the container (``command`` its first process); wait until it runs."""
+        with open(out_path, "ab") as out:
+            proc.spawn_detached(["lxc-execute", "-n", self.container(part), "-f", str(path),
+                                 "-o", str(log), "-l", "WARN", "--", *command],
                                 cwd=part.root, env=proc.clean_env("/root"),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -309,7 +338,26 @@ class LxcIsolation:
                 raise SlapnodeError(f"the partition's container did not start; see {log}")
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
-        return services
+
+    def _zygote_start(self, part, path, log, out_path, services_mark):
+        """The container with a placeholder first, then its supervisord forked into it
+        by the zygote (``deploy/zygote.py``: no interpreter to start, nothing to import).
+        The mark names the supervisord (pid and start time: alive while that process
+        is). False, with the container stopped again, when the zygote could not."""
+        if not zygote.enabled():
+            return False
+        services_mark.unlink(missing_ok=True)
+        self._execute(part, path, log, out_path, self.HOLDER)
+        running, pid = self._state(part)
+        spawned = zygote.shared().spawn(int(pid), self.container(part), part.uid, part.gid,
+                                        part.root, supervisor.paths(part.root)["conf"],
+                                        out_path) if running and pid else None
+        started = zygote.started(spawned) if spawned else None
+        if started is None:
+            self.stop(part, graceful=False)
+            return False
+        services_mark.write_text(f"{spawned} {started}")
+        return True
 
     def _write_hosts(self, part, hostname):
         """The container's /etc/hosts (bound from the state directory: rewritten in

@@ -144,3 +144,49 @@ def test_with_user_isolation_the_profile_still_runs_as_the_partition_user(master
         assert re.search(r"^Groups:\s*(\d+\s*)?$", status, re.M)
     finally:
         _teardown(node)
+
+
+def _status(pid):
+    with open(f"/proc/{pid}/status") as stream:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in stream if ":\t" in line)
+
+
+def test_the_supervisord_the_zygote_forks_is_the_partitions_own(lxc_node):
+    """A cold partition's supervisord comes from the agent's zygote (deploy/zygote.py), a
+    root process: what runs must be exactly what lxc would have started. In the
+    container's namespaces and cgroups, adopted by its init, as the partition user
+    with no group, no capability, no_new_privs, nothing of root's open."""
+    from slapnode.deploy import isolation, zygote
+
+    lxc_node.request("z")
+    lxc_node.passes()
+    view = lxc_node.user_client.show_instance("z")
+    assert view["status"] == "ready", view["reason"]
+    part = lxc_node.part(view["partition"])
+    lxc = isolation.LxcIsolation(lxc_node.config)
+    mark = (lxc.state() / f"{lxc.container(part)}.services").read_text().split()
+    assert len(mark) == 2, "the supervisord did not come from the zygote"
+    pid = int(mark[0])
+    assert zygote.started(pid) == int(mark[1])
+    _running, init = lxc._state(part)
+    for name in ("net", "pid", "mnt", "uts", "ipc", "cgroup"):
+        ours = os.readlink(f"/proc/{pid}/ns/{name}")
+        assert ours == os.readlink(f"/proc/{init}/ns/{name}") != _ns(name), name
+    with open(f"/proc/{pid}/cgroup") as a, open(f"/proc/{init}/cgroup") as b:
+        assert a.read() == b.read()
+    status = _status(pid)
+    assert status["Uid"].split() == [str(part.uid)] * 4 and status["Gid"].split() == [str(part.gid)] * 4
+    assert status["Groups"].split() == []
+    assert {status[c] for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {"0000000000000000"}
+    assert status["NoNewPrivs"] == "1"
+    parent = int(status["PPid"])
+    assert os.readlink(f"/proc/{parent}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")
+    assert status["NSpid"].split()[-1] != status["NSpid"].split()[0]      # numbered inside
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        assert target.startswith(("/dev/null", str(part.root), str(lxc.state()), "socket:",
+                                  "pipe:", "anon_inode:")), target
+    with open(f"/proc/{pid}/environ", "rb") as stream:
+        assert b"SLAPNODE" not in stream.read()
+    # its services are its children, in the container too
+    assert view["connection"]["url"]
