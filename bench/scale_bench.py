@@ -407,6 +407,9 @@ def main():
     parser.add_argument("--show-slowest", type=int, default=0,
                         help="print the slowest wake-ups with when they happened")
     args = parser.parse_args()
+    if not args.skip_simulated and args.db and not shutil.which("wrk"):
+        sys.exit("the simulated nodes' polls/s need wrk: apt-get install wrk "
+                 "(or --skip-simulated)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     base = Path(tempfile.mkdtemp(prefix="slapnode-bench-scale-"))

@@ -52,7 +52,7 @@ from ..errors import SlapnodeError
 NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")       # the order they are entered
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ENVIRONMENT = {"container": "lxc"}       # what lxc gives a container's first process
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
+PR_SET_DUMPABLE, PR_SET_NAME, PR_SET_NO_NEW_PRIVS = 4, 15, 38
 ANSWER_TIMEOUT = 10.0       # seconds the agent waits for a supervisord's pid
 IDLE = 120.0                # seconds the zygote stays without a request (then it leaves)
 
@@ -183,6 +183,7 @@ def _become(request, out, null):
         os._exit(1)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_DUMPABLE, 1)          # as after an exec: its own user may look at it
+    _libc.prctl(PR_SET_NAME, b"supervisord", 0, 0, 0)   # its name in ps -o comm, top
     for number in range(1, signal.NSIG):
         if number not in (signal.SIGKILL, signal.SIGSTOP):
             try:

@@ -179,6 +179,7 @@ def test_the_supervisord_the_zygote_forks_is_the_partitions_own(lxc_node):
     assert status["Groups"].split() == []
     assert {status[c] for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {"0000000000000000"}
     assert status["NoNewPrivs"] == "1"
+    assert status["Name"] == "supervisord"
     parent = int(status["PPid"])
     assert os.readlink(f"/proc/{parent}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")
     assert status["NSpid"].split()[-1] != status["NSpid"].split()[0]      # numbered inside
