@@ -17,6 +17,7 @@ same bytes the app would give.
 """
 
 import asyncio
+import functools
 import json
 import urllib.parse
 
@@ -101,14 +102,20 @@ async def park(board, key, after, wait, receive):
             remaining = deadline - loop.time()
             if current > after or remaining <= 0 or board.closing:
                 return current
+            # one future, settled by whichever comes first: a change (the board), the
+            # deadline (the timer) or the client leaving (the watcher's end); awaited
+            # directly, as asyncio.wait would add a waiter, a set and callbacks per poll
             woken = board.future(key)
             timer = loop.call_later(remaining, _settle, woken)
+            left = functools.partial(_settle_on, woken)
+            gone.add_done_callback(left)
             board.parked += 1
             try:
-                await asyncio.wait((woken, gone), return_when=asyncio.FIRST_COMPLETED)
+                await woken
             finally:
                 board.parked -= 1
                 timer.cancel()
+                gone.remove_done_callback(left)
                 board.drop(key, woken)
             if gone.done():
                 return None
@@ -130,6 +137,10 @@ def _unchanged(revision):
 def _settle(future):
     if not future.done():
         future.set_result(None)
+
+
+def _settle_on(future, _task):
+    _settle(future)
 
 
 async def _answer(send, status, body):
