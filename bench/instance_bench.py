@@ -59,6 +59,7 @@ from slapnode.client import Client  # noqa: E402
 from slapnode.deploy import deployer  # noqa: E402
 from slapnode.deploy import isolation as isolation_mod  # noqa: E402
 from slapnode.deploy.partition import parts_of  # noqa: E402
+from slapnode.proc import stat_fields  # noqa: E402
 WARM_SETTLE = 1.5               # seconds the node gets to warm its next free partitions
 
 
@@ -72,10 +73,8 @@ def age(pid):
 
 
 def _parent(pid):
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def cmdline(pid):

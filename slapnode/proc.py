@@ -5,7 +5,8 @@ software user, a command inside a partition): its input given on a pipe
 (never in a file an untrusted user could swap), its output read up to a cap
 (the rest is drained and dropped, so the child never blocks on a full pipe),
 and a deadline after which its whole process group is killed. Also owns
-starting a daemon that must outlive the agent.
+starting a daemon that must outlive the agent, and reading a process's
+``/proc/PID/stat``.
 """
 
 import os
@@ -16,6 +17,17 @@ import time
 from dataclasses import dataclass
 
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def stat_fields(pid):
+    """The fields of ``/proc/PID/stat`` after the command name (index 0 is stat(5)'s
+    field 3, the state; the name, which may hold spaces and parentheses, is skipped),
+    or None when there is no such process."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def runtime_dir(kind, key, make=True):

@@ -14,6 +14,8 @@ partition's veth (LXC only): what it transmits went into the partition.
 import os
 import time
 
+from .proc import stat_fields
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -33,12 +35,11 @@ def processes_by_uid():
 def _cpu_and_memory(pids):
     cpu, memory = 0.0, 0
     for pid in pids:
+        fields = stat_fields(pid)
         try:
-            with open(f"/proc/{pid}/stat") as stream:
-                fields = stream.read().rsplit(")", 1)[1].split()
             cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS     # utime + stime
             memory += int(fields[21]) * PAGE                              # rss pages
-        except (OSError, IndexError, ValueError):
+        except (TypeError, IndexError, ValueError):
             continue
     return cpu, memory
 

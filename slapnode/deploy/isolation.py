@@ -324,7 +324,8 @@ class LxcIsolation:
         return services
 
     def _execute(self, part, path, log, out_path, command):
-        """Start the container (``command`` its first process); wait until it runs."""
+        """Start the container (``command`` its first process); wait until it runs.
+        The pid of its init (lxc-info's, root's view)."""
         with open(out_path, "ab") as out:
             proc.spawn_detached(["lxc-execute", "-n", self.container(part), "-f", str(path),
                                  "-o", str(log), "-l", "WARN", "--", *command],
@@ -333,7 +334,10 @@ class LxcIsolation:
                                 start_new_session=True)
         deadline = time.monotonic() + 15       # (lxc-wait looks only once a second)
         pause = 0.01            # then less often: many containers may be starting at once
-        while not self.running(part):
+        while True:
+            running, pid = self._state(part)
+            if running:
+                return pid
             if time.monotonic() > deadline:
                 raise SlapnodeError(f"the partition's container did not start; see {log}")
             time.sleep(pause)
@@ -347,11 +351,10 @@ class LxcIsolation:
         if not zygote.enabled():
             return False
         services_mark.unlink(missing_ok=True)
-        self._execute(part, path, log, out_path, self.HOLDER)
-        running, pid = self._state(part)
+        pid = self._execute(part, path, log, out_path, self.HOLDER)
         spawned = zygote.shared().spawn(int(pid), self.container(part), part.uid, part.gid,
                                         part.root, supervisor.paths(part.root)["conf"],
-                                        out_path) if running and pid else None
+                                        out_path) if pid else None
         started = zygote.started(spawned) if spawned else None
         if started is None:
             self.stop(part, graceful=False)

@@ -47,6 +47,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .. import proc
 from ..errors import SlapnodeError
 
 NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")       # the order they are entered
@@ -69,7 +70,7 @@ def cgroup_dirs(cgroup_text, root=CGROUP_ROOT, exists=os.path.isdir):
     for line in cgroup_text.splitlines():
         if not line.strip():
             continue
-        number, controllers, path = line.split(":", 2)
+        _number, controllers, path = line.split(":", 2)
         if not path.startswith("/") or "/../" in f"{path}/" or "\0" in path:
             raise SlapnodeError(f"a cgroup path that cannot be joined: {path!r}")
         if controllers == "":
@@ -270,8 +271,6 @@ class Zygote:
         self.broken = False
 
     def _start(self):
-        from .. import proc
-
         process = subprocess.Popen([sys.executable, "-I", "-m", "slapnode.deploy.zygote"],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, cwd="/", text=True,
@@ -347,11 +346,10 @@ def enabled():
 def started(pid):
     """The start time of process ``pid`` (clock ticks after boot), None without one:
     with the pid, it names one process (a pid is reused, never both)."""
+    fields = proc.stat_fields(pid)
     try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as stream:
-            fields = stream.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])      # field 22 of stat(5); the list starts at field 3
-    except (OSError, ValueError, IndexError):
+        return int(fields[19])      # field 22 of stat(5)
+    except (TypeError, ValueError, IndexError):
         return None
 
 
